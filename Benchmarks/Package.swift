@@ -1,0 +1,24 @@
+// swift-tools-version:6.1
+// Benchmarks live outside the main package so CI never builds them. Each prints ratios against a
+// baseline measured in the same run: absolute times on this shared machine mean little.
+import Foundation
+import PackageDescription
+
+// A path dependency is identified by its folder name, whatever the clone is called.
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent
+
+let package = Package(
+    name: "cacheroute-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: "..")
+    ],
+    targets: [
+        .executableTarget(
+            name: "DecisionBench",
+            dependencies: [
+                .product(name: "RoutingCore", package: root),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,369 @@
+#include "cjsonscan.h"
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CJS_X86 1
+#endif
+
+// Keeps the compiler from looking through a finished bit mask: without it, clang rewrites
+// movemask + later bit tests into dozens of per-byte extracts.
+#define CJS_OPAQUE(x) __asm__("" : "+r"(x))
+
+// Per 64-byte block: one bit per byte for each class.
+typedef struct {
+    uint64_t quote, backslash, common_escape, control, nonascii;
+} cjs_masks;
+
+#if CJS_X86
+static inline void cjs_block_masks_sse2(const uint8_t *p, cjs_masks *m) {
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    const __m128i n_ = _mm_set1_epi8('n'), t_ = _mm_set1_epi8('t'), r_ = _mm_set1_epi8('r');
+    const __m128i x1f = _mm_set1_epi8(0x1F);
+    uint64_t q = 0, b = 0, e = 0, c = 0, n = 0;
+    for (int k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * k));
+        int shift = 16 * k;
+        __m128i vq = _mm_cmpeq_epi8(v, quote), vb = _mm_cmpeq_epi8(v, backslash);
+        __m128i common = _mm_or_si128(_mm_or_si128(vq, vb),
+            _mm_or_si128(_mm_cmpeq_epi8(v, n_), _mm_or_si128(_mm_cmpeq_epi8(v, t_), _mm_cmpeq_epi8(v, r_))));
+        q |= (uint64_t)(uint16_t)_mm_movemask_epi8(vq) << shift;
+        b |= (uint64_t)(uint16_t)_mm_movemask_epi8(vb) << shift;
+        e |= (uint64_t)(uint16_t)_mm_movemask_epi8(common) << shift;
+        // v <= 0x1F (unsigned) exactly when max(v, 0x1F) == 0x1F.
+        c |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(v, x1f), x1f)) << shift;
+        n |= (uint64_t)(uint16_t)_mm_movemask_epi8(v) << shift;
+    }
+    CJS_OPAQUE(q);
+    CJS_OPAQUE(b);
+    CJS_OPAQUE(e);
+    CJS_OPAQUE(c);
+    CJS_OPAQUE(n);
+    m->quote = q, m->backslash = b, m->common_escape = e, m->control = c, m->nonascii = n;
+}
+
+__attribute__((target("avx2"))) static inline void cjs_block_masks_avx2(const uint8_t *p, cjs_masks *m) {
+    const __m256i quote = _mm256_set1_epi8('"'), backslash = _mm256_set1_epi8('\\');
+    const __m256i n_ = _mm256_set1_epi8('n'), t_ = _mm256_set1_epi8('t'), r_ = _mm256_set1_epi8('r');
+    const __m256i x1f = _mm256_set1_epi8(0x1F);
+    uint64_t q = 0, b = 0, e = 0, c = 0, n = 0;
+    for (int k = 0; k < 2; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + 32 * k));
+        int shift = 32 * k;
+        __m256i vq = _mm256_cmpeq_epi8(v, quote), vb = _mm256_cmpeq_epi8(v, backslash);
+        __m256i common = _mm256_or_si256(_mm256_or_si256(vq, vb),
+            _mm256_or_si256(_mm256_cmpeq_epi8(v, n_), _mm256_or_si256(_mm256_cmpeq_epi8(v, t_), _mm256_cmpeq_epi8(v, r_))));
+        q |= (uint64_t)(uint32_t)_mm256_movemask_epi8(vq) << shift;
+        b |= (uint64_t)(uint32_t)_mm256_movemask_epi8(vb) << shift;
+        e |= (uint64_t)(uint32_t)_mm256_movemask_epi8(common) << shift;
+        c |= (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_max_epu8(v, x1f), x1f)) << shift;
+        n |= (uint64_t)(uint32_t)_mm256_movemask_epi8(v) << shift;
+    }
+    CJS_OPAQUE(q);
+    CJS_OPAQUE(b);
+    CJS_OPAQUE(e);
+    CJS_OPAQUE(c);
+    CJS_OPAQUE(n);
+    m->quote = q, m->backslash = b, m->common_escape = e, m->control = c, m->nonascii = n;
+}
+
+__attribute__((target("avx512bw"))) static inline void cjs_block_masks_avx512(const uint8_t *p, cjs_masks *m) {
+    __m512i v = _mm512_loadu_si512((const void *)p);
+    uint64_t q = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('"'));
+    uint64_t b = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\\'));
+    m->quote = q;
+    m->backslash = b;
+    m->common_escape = q | b | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('n'))
+        | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('t')) | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('r'));
+    m->control = _mm512_cmplt_epu8_mask(v, _mm512_set1_epi8(0x20));
+    m->nonascii = _mm512_movepi8_mask(v);
+}
+
+// Branch-free UTF-8 validation of 32-byte chunks (the "lookup" method of Keiser and Lemire, as in
+// simdjson): three table lookups classify each byte pair, a subtraction catches 3- and 4-byte
+// continuation counts. Any nonzero byte in `error` means invalid UTF-8.
+enum {
+    CJS_TOO_SHORT = 1 << 0,
+    CJS_TOO_LONG = 1 << 1,
+    CJS_OVERLONG_3 = 1 << 2,
+    CJS_TOO_LARGE = 1 << 3,
+    CJS_SURROGATE = 1 << 4,
+    CJS_OVERLONG_2 = 1 << 5,
+    CJS_TOO_LARGE_1000 = 1 << 6,
+    CJS_OVERLONG_4 = 1 << 6,
+    CJS_TWO_CONTS = 1 << 7,
+    CJS_CARRY = CJS_TOO_SHORT | CJS_TOO_LONG | CJS_TWO_CONTS,
+};
+
+typedef struct {
+    __m256i error, prev_input, prev_incomplete;
+} cjs_utf8_state;
+
+#define CJS_C(x) ((char)(unsigned char)(x))
+#define CJS_T16(a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p)                                                \
+    _mm256_setr_epi8(CJS_C(a), CJS_C(b), CJS_C(c), CJS_C(d), CJS_C(e), CJS_C(f), CJS_C(g), CJS_C(h), CJS_C(i), \
+        CJS_C(j), CJS_C(k), CJS_C(l), CJS_C(m), CJS_C(n), CJS_C(o), CJS_C(p), CJS_C(a), CJS_C(b), CJS_C(c),    \
+        CJS_C(d), CJS_C(e), CJS_C(f), CJS_C(g), CJS_C(h), CJS_C(i), CJS_C(j), CJS_C(k), CJS_C(l), CJS_C(m),     \
+        CJS_C(n), CJS_C(o), CJS_C(p))
+#define CJS_PREV(input, prev, n) _mm256_alignr_epi8(input, _mm256_permute2x128_si256(prev, input, 0x21), 16 - (n))
+
+__attribute__((target("avx2"))) static inline void cjs_utf8_chunk(cjs_utf8_state *st, __m256i input) {
+    if (_mm256_movemask_epi8(input) == 0) {
+        st->error = _mm256_or_si256(st->error, st->prev_incomplete);
+        st->prev_incomplete = _mm256_setzero_si256();
+        st->prev_input = input;
+        return;
+    }
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    __m256i prev1 = CJS_PREV(input, st->prev_input, 1);
+    __m256i byte_1_high = _mm256_shuffle_epi8(
+        CJS_T16(CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG,
+            CJS_TOO_LONG, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TOO_SHORT | CJS_OVERLONG_2,
+            CJS_TOO_SHORT, CJS_TOO_SHORT | CJS_OVERLONG_3 | CJS_SURROGATE,
+            CJS_TOO_SHORT | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4),
+        _mm256_and_si256(_mm256_srli_epi16(prev1, 4), lo4));
+    __m256i byte_1_low = _mm256_shuffle_epi8(
+        CJS_T16(CJS_CARRY | CJS_OVERLONG_3 | CJS_OVERLONG_2 | CJS_OVERLONG_4, CJS_CARRY | CJS_OVERLONG_2, CJS_CARRY,
+            CJS_CARRY, CJS_CARRY | CJS_TOO_LARGE, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_SURROGATE,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000),
+        _mm256_and_si256(prev1, lo4));
+    __m256i byte_2_high = _mm256_shuffle_epi8(
+        CJS_T16(CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT,
+            CJS_TOO_SHORT, CJS_TOO_SHORT,
+            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4,
+            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE,
+            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE,
+            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE, CJS_TOO_SHORT,
+            CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT),
+        _mm256_and_si256(_mm256_srli_epi16(input, 4), lo4));
+    __m256i special = _mm256_and_si256(_mm256_and_si256(byte_1_high, byte_1_low), byte_2_high);
+    __m256i prev2 = CJS_PREV(input, st->prev_input, 2);
+    __m256i prev3 = CJS_PREV(input, st->prev_input, 3);
+    __m256i third = _mm256_subs_epu8(prev2, _mm256_set1_epi8((char)(0xE0 - 0x80)));
+    __m256i fourth = _mm256_subs_epu8(prev3, _mm256_set1_epi8((char)(0xF0 - 0x80)));
+    __m256i must23_80 = _mm256_and_si256(_mm256_or_si256(third, fourth), _mm256_set1_epi8((char)0x80));
+    st->error = _mm256_or_si256(st->error, _mm256_xor_si256(must23_80, special));
+    // Incomplete if the chunk ends inside a sequence: ... 1111____ 111_____ 11______
+    const __m256i max_value = _mm256_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, (char)(0xF0 - 1), (char)(0xE0 - 1), (char)(0xC0 - 1));
+    st->prev_incomplete = _mm256_subs_epu8(input, max_value);
+    st->prev_input = input;
+}
+#endif
+
+static inline void cjs_block_masks_scalar(const uint8_t *p, cjs_masks *m) {
+    uint64_t q = 0, b = 0, e = 0, c = 0, n = 0;
+    for (int i = 0; i < 64; i++) {
+        uint8_t x = p[i];
+        uint64_t bit = (uint64_t)1 << i;
+        if (x == '"') q |= bit;
+        if (x == '\\') b |= bit;
+        if (x == '"' || x == '\\' || x == 'n' || x == 't' || x == 'r') e |= bit;
+        if (x < 0x20) c |= bit;
+        if (x >= 0x80) n |= bit;
+    }
+    m->quote = q, m->backslash = b, m->common_escape = e, m->control = c, m->nonascii = n;
+}
+
+// The characters escaped by an odd run of backslashes (simdjson's escape scanner).
+// `carry` is 1 when the previous block ended with an unfinished escape.
+static inline uint64_t cjs_escaped(uint64_t backslash, uint64_t *carry) {
+    if (backslash == 0) {
+        uint64_t escaped = *carry;
+        *carry = 0;
+        return escaped;
+    }
+    const uint64_t odd = 0xAAAAAAAAAAAAAAAAULL;
+    uint64_t potential = backslash & ~*carry;
+    uint64_t maybe_escaped = potential << 1;
+    uint64_t code = ((maybe_escaped | odd) - potential) ^ odd;
+    uint64_t escaped = code ^ (backslash | *carry);
+    uint64_t escape = code & backslash;
+    *carry = escape >> 63;
+    return escaped;
+}
+
+// Length of the valid UTF-8 sequence at `i`, or 0 if invalid.
+static inline size_t cjs_utf8_sequence(const uint8_t *bytes, size_t i, size_t end) {
+    uint8_t lead = bytes[i];
+    size_t count;
+    uint8_t low = 0x80, high = 0xBF;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        count = 2;
+    } else if (lead == 0xE0) {
+        count = 3, low = 0xA0;
+    } else if ((lead >= 0xE1 && lead <= 0xEC) || lead == 0xEE || lead == 0xEF) {
+        count = 3;
+    } else if (lead == 0xED) {
+        count = 3, high = 0x9F;
+    } else if (lead == 0xF0) {
+        count = 4, low = 0x90;
+    } else if (lead >= 0xF1 && lead <= 0xF3) {
+        count = 4;
+    } else if (lead == 0xF4) {
+        count = 4, high = 0x8F;
+    } else {
+        return 0;
+    }
+    if (end - i < count || bytes[i + 1] < low || bytes[i + 1] > high) return 0;
+    for (size_t k = 2; k < count; k++) {
+        if ((bytes[i + k] & 0xC0) != 0x80) return 0;
+    }
+    return count;
+}
+
+// The scan loop, instantiated once per mask builder. UTF8_INIT/UTF8_BLOCK/UTF8_BAD validate the
+// blocks that hold non-ASCII bytes: vectorized, or sequence by sequence in plain C.
+#define CJS_SCAN_LOOP(BLOCK_MASKS, UTF8_INIT, UTF8_BLOCK, UTF8_BAD)                                  \
+    cjs_string_scan result = {length, 0};                                                         \
+    uint64_t carry = 0;                                                                           \
+    size_t i = from;                                                                              \
+    cjs_masks m;                                                                                  \
+    UTF8_INIT;                                                                                    \
+    while (i < length) {                                                                          \
+        uint64_t valid = ~(uint64_t)0;                                                            \
+        const uint8_t *block = bytes + i;                                                         \
+        uint8_t tail[64];                                                                         \
+        if (length - i < 64) {                                                                    \
+            size_t n = length - i;                                                                \
+            memset(tail, 0, sizeof tail);                                                         \
+            memcpy(tail, bytes + i, n);                                                           \
+            block = tail;                                                                         \
+            valid = ((uint64_t)1 << n) - 1;                                                       \
+        }                                                                                         \
+        BLOCK_MASKS(block, &m);                                                                   \
+        uint64_t escaped = cjs_escaped(m.backslash & valid, &carry);                              \
+        uint64_t quotes = m.quote & ~escaped & valid;                                             \
+        uint64_t upto = quotes ? (quotes & (~quotes + 1)) - 1 : valid;                            \
+        result.flags |= ((m.backslash & upto) != 0) * CJS_ESCAPES                                 \
+            | ((escaped & ~m.common_escape & upto) != 0) * CJS_REWRITE                            \
+            | ((m.control & upto) != 0) * CJS_CONTROL;                                            \
+        if (m.nonascii & upto) {                                                                  \
+            result.flags |= CJS_NONASCII;                                                         \
+            UTF8_BLOCK;                                                                           \
+        } else {                                                                                  \
+            UTF8_ASCII_BLOCK;                                                                     \
+        }                                                                                         \
+        if (quotes) {                                                                             \
+            result.end = i + (size_t)__builtin_ctzll(quotes);                                     \
+            if (UTF8_BAD) result.flags |= CJS_BAD_UTF8;                                           \
+            return result;                                                                        \
+        }                                                                                         \
+        i += 64;                                                                                  \
+    }                                                                                             \
+    if (UTF8_BAD) result.flags |= CJS_BAD_UTF8;                                                   \
+    return result;
+
+// Plain C validation: each sequence that starts in the block, checked where its lead byte is.
+#define CJS_SCALAR_UTF8_INIT size_t resume = from; int bad_utf8 = 0
+#define CJS_SCALAR_UTF8_BLOCK                                                                     \
+    do {                                                                                          \
+        uint64_t na = m.nonascii & upto;                                                          \
+        size_t limit = quotes ? i + (size_t)__builtin_ctzll(quotes) : length;                     \
+        do {                                                                                      \
+            size_t pos = i + (size_t)__builtin_ctzll(na);                                         \
+            if (pos >= resume) {                                                                  \
+                size_t count = cjs_utf8_sequence(bytes, pos, limit);                              \
+                if (count == 0) bad_utf8 = 1, count = 1;                                          \
+                resume = pos + count;                                                             \
+            }                                                                                     \
+            na &= na - 1;                                                                         \
+        } while (na);                                                                             \
+    } while (0)
+#define CJS_SCALAR_UTF8_BAD bad_utf8
+
+// Vector validation of whole 64-byte blocks; in the block that holds the closing quote, the bytes
+// from the quote on are zeroed first, so only the string's own bytes are judged.
+#define CJS_AVX2_UTF8_INIT                                                                        \
+    cjs_utf8_state utf8 = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()}
+#define CJS_AVX2_UTF8_BLOCK                                                                       \
+    do {                                                                                          \
+        const uint8_t *judged = block;                                                            \
+        uint8_t own[64];                                                                          \
+        if (quotes) {                                                                             \
+            size_t q = (size_t)__builtin_ctzll(quotes);                                           \
+            memcpy(own, block, 64);                                                               \
+            memset(own + q, 0, 64 - q);                                                           \
+            judged = own;                                                                         \
+        }                                                                                         \
+        cjs_utf8_chunk(&utf8, _mm256_loadu_si256((const __m256i *)judged));                       \
+        cjs_utf8_chunk(&utf8, _mm256_loadu_si256((const __m256i *)(judged + 32)));                \
+    } while (0)
+#define CJS_AVX2_UTF8_BAD (!_mm256_testz_si256(utf8.error, utf8.error))
+
+#define UTF8_ASCII_BLOCK (void)0
+static cjs_string_scan cjs_scan_scalar(const uint8_t *bytes, size_t from, size_t length) {
+    CJS_SCAN_LOOP(cjs_block_masks_scalar, CJS_SCALAR_UTF8_INIT, CJS_SCALAR_UTF8_BLOCK, CJS_SCALAR_UTF8_BAD)
+}
+
+#if CJS_X86
+static cjs_string_scan cjs_scan_sse2(const uint8_t *bytes, size_t from, size_t length) {
+    CJS_SCAN_LOOP(cjs_block_masks_sse2, CJS_SCALAR_UTF8_INIT, CJS_SCALAR_UTF8_BLOCK, CJS_SCALAR_UTF8_BAD)
+}
+#undef UTF8_ASCII_BLOCK
+// After an all-ASCII block, a sequence left open at the end of the previous one is an error.
+#define UTF8_ASCII_BLOCK                                                                          \
+    do {                                                                                          \
+        utf8.error = _mm256_or_si256(utf8.error, utf8.prev_incomplete);                          \
+        utf8.prev_incomplete = _mm256_setzero_si256();                                           \
+        utf8.prev_input = _mm256_setzero_si256();                                                \
+    } while (0)
+
+__attribute__((target("avx2"))) static cjs_string_scan cjs_scan_avx2(const uint8_t *bytes, size_t from,
+                                                                      size_t length) {
+    CJS_SCAN_LOOP(cjs_block_masks_avx2, CJS_AVX2_UTF8_INIT, CJS_AVX2_UTF8_BLOCK, CJS_AVX2_UTF8_BAD)
+}
+
+__attribute__((target("avx512bw,avx2"))) static cjs_string_scan cjs_scan_avx512(const uint8_t *bytes,
+                                                                                size_t from, size_t length) {
+    CJS_SCAN_LOOP(cjs_block_masks_avx512, CJS_AVX2_UTF8_INIT, CJS_AVX2_UTF8_BLOCK, CJS_AVX2_UTF8_BAD)
+}
+#endif
+
+typedef cjs_string_scan (*cjs_scan_fn)(const uint8_t *, size_t, size_t);
+
+// Chosen once; a race between first callers is benign (both store the same pointer).
+static cjs_scan_fn cjs_scan_impl = 0;
+
+static cjs_scan_fn cjs_choose(void) {
+#if CJS_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bw")) return cjs_scan_avx512;
+    if (__builtin_cpu_supports("avx2")) return cjs_scan_avx2;
+    return cjs_scan_sse2;
+#else
+    return cjs_scan_scalar;
+#endif
+}
+
+cjs_string_scan cjs_scan_string(const uint8_t *bytes, size_t from, size_t length) {
+    cjs_scan_fn fn = __atomic_load_n(&cjs_scan_impl, __ATOMIC_RELAXED);
+    if (!fn) {
+        fn = cjs_choose();
+        __atomic_store_n(&cjs_scan_impl, fn, __ATOMIC_RELAXED);
+    }
+    return fn(bytes, from, length);
+}
+
+cjs_string_scan cjs_scan_string_portable(const uint8_t *bytes, size_t from, size_t length) {
+    return cjs_scan_scalar(bytes, from, length);
+}
+
+size_t cjs_validate_utf8(const uint8_t *bytes, size_t from, size_t end) {
+    size_t i = from;
+    while (i < end) {
+        if (bytes[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t count = cjs_utf8_sequence(bytes, i, end);
+        if (count == 0) return i;
+        i += count;
+    }
+    return end;
+}

@@ -1,0 +1,42 @@
+// Vectorized scanning of JSON string bodies for cacheroute's key extraction.
+//
+// The one primitive Swift cannot express portably at speed (a byte-compare bit mask, SSE2
+// `pmovmskb`): find a string's closing quote, skipping escaped quotes, and report in the same pass
+// what the Swift side must look at. Everything else (decoding, canonical form) stays in Swift.
+#ifndef CJSONSCAN_H
+#define CJSONSCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// The body contains a backslash (any escape).
+#define CJS_ESCAPES 1u
+/// The body contains an escape other than `\n \" \\ \t \r`: one the canonical form rewrites
+/// (`\/`, `\u`), a rarer one, or an invalid one. The caller walks such a string byte by byte.
+#define CJS_REWRITE 2u
+/// The body contains a raw control byte (below 0x20), which JSON forbids.
+#define CJS_CONTROL 4u
+/// The body contains a byte of 0x80 or above.
+#define CJS_NONASCII 8u
+/// The body contains invalid UTF-8 (`cjs_validate_utf8` finds where).
+#define CJS_BAD_UTF8 16u
+
+typedef struct {
+    /// Index of the closing quote, or `length` when the string is unterminated.
+    size_t end;
+    /// CJS_* flags for the bytes before `end`.
+    uint32_t flags;
+} cjs_string_scan;
+
+/// Scans the body of a JSON string that starts at `from` (just after its opening quote), validating
+/// its UTF-8 on the way. Uses AVX2 where the CPU has it, else SSE2, else plain C.
+cjs_string_scan cjs_scan_string(const uint8_t *bytes, size_t from, size_t length);
+
+/// The same scan in plain C (no vector instructions), for tests that compare the two.
+cjs_string_scan cjs_scan_string_portable(const uint8_t *bytes, size_t from, size_t length);
+
+/// Whether `bytes[from..<end]` is valid UTF-8 (no overlongs, surrogates or values past U+10FFFF).
+/// Returns the index of the first invalid byte, or `end` if valid.
+size_t cjs_validate_utf8(const uint8_t *bytes, size_t from, size_t end);
+
+#endif

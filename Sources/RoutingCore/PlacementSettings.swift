@@ -1,0 +1,104 @@
+/// Settings of placement: groups, load, probe ceilings, spill, pinned groups.
+public struct PlacementSettings: Sendable, Equatable {
+    /// Members of a shared-instruction group before any spill widening (k).
+    public var groupSize: Int
+    /// Ring points per unit of weight.
+    public var vnodesPerWeight: Int
+    /// Most replicas examined per request (the group first, then ring successors).
+    public var maxCandidates: Int
+    /// Bounded-load safety ceiling: a replica is ineligible at `inFlight >= ceil(c * (total + 1) / n)`.
+    public var loadFactor: Double
+    /// Prefill speed assumed when weighing a cache miss against waiting (tokens per second).
+    public var prefillTokensPerSecond: Double
+    /// Seconds a request in flight adds to a newcomer's wait beyond its queued prefill (decode interference).
+    public var secondsPerInFlight: Double
+    /// Probe ceiling: a replica with more waiting requests than this is ineligible (nil: off).
+    public var maxWaiting: Int?
+    /// Probe ceiling: a replica with KV usage above this is ineligible (nil: off).
+    public var maxKVUsage: Double?
+    /// KV capacity assumed for a replica whose capacity is neither configured nor probed.
+    public var defaultCacheTokens: Int
+    public var spill: SpillSettings
+    public var pinned: [PinnedGroup]
+
+    public init(
+        groupSize: Int = 2,
+        vnodesPerWeight: Int = 256,
+        maxCandidates: Int = 8,
+        loadFactor: Double = 1.5,
+        prefillTokensPerSecond: Double = 16000,
+        secondsPerInFlight: Double = 0.005,
+        maxWaiting: Int? = 64,
+        maxKVUsage: Double? = 0.98,
+        defaultCacheTokens: Int = 500_000,
+        spill: SpillSettings = SpillSettings(),
+        pinned: [PinnedGroup] = []
+    ) {
+        self.groupSize = groupSize
+        self.vnodesPerWeight = vnodesPerWeight
+        self.maxCandidates = maxCandidates
+        self.loadFactor = loadFactor
+        self.prefillTokensPerSecond = prefillTokensPerSecond
+        self.secondsPerInFlight = secondsPerInFlight
+        self.maxWaiting = maxWaiting
+        self.maxKVUsage = maxKVUsage
+        self.defaultCacheTokens = defaultCacheTokens
+        self.spill = spill
+        self.pinned = pinned
+    }
+}
+
+/// An explicit group: requests that match go to these replicas (session affinity still applies inside).
+public struct PinnedGroup: Sendable, Equatable {
+    public var name: String
+    /// Replica names.
+    public var replicas: [String]
+    /// Match when this header has exactly this value (name lower-case).
+    public var header: (name: String, value: String)?
+    /// Match when the prompt's first text starts with these canonical bytes.
+    public var prefix: [UInt8]?
+    /// Match only requests for this model (nil: any).
+    public var model: String?
+
+    public init(
+        name: String,
+        replicas: [String],
+        header: (name: String, value: String)? = nil,
+        prefix: [UInt8]? = nil,
+        model: String? = nil
+    ) {
+        self.name = name
+        self.replicas = replicas
+        self.header = header.map { ($0.name.lowercased(), $0.value) }
+        self.prefix = prefix
+        self.model = model
+    }
+
+    public static func == (a: PinnedGroup, b: PinnedGroup) -> Bool {
+        a.name == b.name && a.replicas == b.replicas && a.header?.name == b.header?.name
+            && a.header?.value == b.header?.value && a.prefix == b.prefix && a.model == b.model
+    }
+
+    /// Whether a request matches (every given condition must hold; a rule with none never matches).
+    public func matches(_ keys: RequestKeys, header lookup: (String) -> String?) -> Bool {
+        guard self.header != nil || self.prefix != nil else { return false }
+        if let model = self.model, keys.model != model { return false }
+        if let header = self.header, lookup(header.name) != header.value { return false }
+        if let prefix = self.prefix, !keys.leadingText.starts(with: prefix) { return false }
+        return true
+    }
+}
+
+/// All the settings the routing core needs.
+public struct RoutingSettings: Sendable, Equatable {
+    public var keying: KeyingRules
+    public var placement: PlacementSettings
+
+    public init(keying: KeyingRules = KeyingRules(), placement: PlacementSettings = PlacementSettings()) {
+        self.keying = keying
+        self.placement = placement
+    }
+
+    /// Tokens in one block of the prefix index.
+    public var tokensPerBlock: Int { max(1, self.keying.blockBytes / max(1, self.keying.bytesPerToken)) }
+}

@@ -1,0 +1,382 @@
+import XXHash
+
+/// The routing core: every placement decision in cacheroute is made here.
+///
+/// A value type with no I/O and no clock: the proxy, `explain`, the admin API and the simulator
+/// hand it keys, a fleet snapshot and the time, and get a `RoutingDecision`. State it keeps
+/// (prefix index, hot-prefix rates, per-replica load) is bounded and only refines the hash order,
+/// so several router instances agree on fresh prefixes without sharing anything.
+public struct Router: Sendable {
+    public var settings: RoutingSettings
+    public var index = PrefixIndex()
+    public var spill: SpillTracker
+    /// Load per replica id.
+    var loads: [Int: ReplicaLoad] = [:]
+    /// Probed KV capacity per replica id (tokens).
+    var probedCacheTokens: [Int: Int] = [:]
+
+    public init(settings: RoutingSettings = RoutingSettings()) {
+        self.settings = settings
+        self.spill = SpillTracker(settings: settings.placement.spill)
+    }
+
+    /// Replaces the settings (a config reload) and keeps the learned state.
+    public mutating func update(settings: RoutingSettings) {
+        self.settings = settings
+        self.spill.settings = settings.placement.spill
+    }
+
+    /// The load this router knows for a replica.
+    public func load(replicaID id: Int) -> ReplicaLoad {
+        self.loads[id] ?? ReplicaLoad()
+    }
+
+    /// Feeds probed signals for a replica (queue depth, running, KV usage, capacity).
+    public mutating func observeProbe(
+        replicaID id: Int,
+        waiting: Int?,
+        running: Int?,
+        kvUsage: Double?,
+        cacheTokens: Int?
+    ) {
+        var load = self.loads[id] ?? ReplicaLoad()
+        load.probedWaiting = waiting
+        load.probedRunning = running
+        load.kvUsage = kvUsage
+        self.loads[id] = load
+        if let cacheTokens, cacheTokens > 0 { self.probedCacheTokens[id] = cacheTokens }
+    }
+
+    /// Forgets state of replicas that left the fleet (bounded memory under membership churn).
+    public mutating func retain(fleet: FleetSnapshot) {
+        let ids = Set(fleet.ids)
+        self.index.retain(replicaIDs: ids)
+        self.loads = self.loads.filter { ids.contains($0.key) || $0.value.inFlight > 0 }
+        self.probedCacheTokens = self.probedCacheTokens.filter { ids.contains($0.key) }
+    }
+
+    /// Blocks of the prefix index for a replica: its KV capacity over the tokens per block.
+    func capacityBlocks(_ fleet: FleetSnapshot, _ replica: Int) -> Int {
+        let id = fleet.ids[replica]
+        let tokens = fleet.replicas[replica].cacheTokens ?? self.probedCacheTokens[id]
+            ?? self.settings.placement.defaultCacheTokens
+        return max(1, tokens / self.settings.tokensPerBlock)
+    }
+
+    // MARK: - Decide
+
+    /// Where a request should go now. Reads state, changes nothing (see `commit`).
+    ///
+    /// - Parameters:
+    ///   - keys: the request's keys, or why it has none (then: fallback).
+    ///   - header: case-insensitive header lookup, for pinned groups.
+    ///   - fleet: the current snapshot.
+    ///   - now: monotonic seconds.
+    public func decide(
+        _ extracted: Result<RequestKeys, KeyError>,
+        header: (String) -> String? = { _ in nil },
+        fleet: FleetSnapshot,
+        now: Double
+    ) -> RoutingDecision {
+        let keys: RequestKeys
+        switch extracted {
+        case .failure(let error):
+            let pool = fleet.pool(for: nil)
+            return self.leastLoaded(
+                pool.pool,
+                fleet: fleet,
+                reason: "request not keyed (\(error.kind.rawValue): \(error.message))",
+                match: pool.match
+            )
+        case .success(let k):
+            keys = k
+        }
+        let (pool, match) = fleet.pool(for: keys.model)
+        let ring = pool.ring
+        guard !ring.isEmpty else {
+            return RoutingDecision(
+                replica: nil,
+                tier: .fallback,
+                reason: pool.members.isEmpty ? "no replica serves this model" : "no healthy replica in the pool",
+                poolMatch: match
+            )
+        }
+        let placement = self.settings.placement
+        let limit = max(1, placement.maxCandidates)
+
+        // Candidates in preference order, and which of them form the group.
+        var order: [Int] = []
+        var groupCount = 0
+        var baseCount = 0
+        var tier: Tier
+        var basis: String
+
+        if let rule = placement.pinned.first(where: { $0.matches(keys, header: header) }) {
+            let members = rule.replicas.compactMap { name in fleet.index(of: name) }.filter { fleet.routable[$0] }
+            order = self.rank(members, session: keys.session, fleet: fleet)
+            groupCount = order.count
+            baseCount = order.count
+            tier = .pinned
+            basis = "pinned group '\(rule.name)'"
+            if order.isEmpty {
+                // Every pinned replica is down: the ordinary placement keeps the request alive.
+                tier = .spill
+                basis = "pinned group '\(rule.name)' has no healthy member"
+            }
+        } else {
+            tier = .session
+            basis = ""
+        }
+
+        if order.isEmpty {
+            if let instruction = keys.instruction {
+                let width = self.spill.width(
+                    of: instruction.key,
+                    base: placement.groupSize,
+                    poolSize: ring.members.count,
+                    now: now
+                )
+                let walk = ring.successors(of: instruction.key, limit: max(width, limit))
+                let group = Array(walk.prefix(width))
+                baseCount = min(placement.groupSize, group.count)
+                groupCount = group.count
+                order = self.rank(group, session: keys.session, fleet: fleet)
+                order += walk.dropFirst(width)
+                if tier != .spill {
+                    tier = keys.session == nil ? .group : .session
+                    basis = "group of \(group.count) for instruction key \(instruction.key.hex16)"
+                    if group.count > baseCount { basis += " (widened from \(baseCount): hot prefix)" }
+                }
+            } else if let session = keys.session {
+                order = ring.successors(of: session.key, limit: limit)
+                groupCount = 1
+                baseCount = 1
+                if tier != .spill { basis = "session ring position" }
+            } else {
+                order = ring.successors(of: keys.chain.first ?? keys.scope, limit: limit)
+                groupCount = 1
+                baseCount = 1
+                tier = .group
+                basis = "prompt ring position"
+            }
+        }
+        order = Array(order.prefix(max(limit, groupCount)))
+
+        // Examine the candidates.
+        let promptTokens = keys.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken)
+        let (ceiling, total, routableInPool) = self.ceiling(pool, fleet: fleet)
+        var candidates: [Candidate] = []
+        candidates.reserveCapacity(order.count)
+        var anyCached = false
+        for (rank, replica) in order.enumerated() {
+            let id = fleet.ids[replica]
+            let load = self.load(replicaID: id)
+            let cachedBlocks = self.index.matchedBlocks(keys.chain, replicaID: id)
+            let cached = min(promptTokens, cachedBlocks * self.settings.tokensPerBlock)
+            if cached > 0 { anyCached = true }
+            var why: String?
+            if !fleet.routable[replica] {
+                why = "not healthy"
+            } else if load.inFlight >= ceiling {
+                why = "in flight \(load.inFlight) at the load ceiling \(ceiling) (\(total) over \(routableInPool))"
+            } else if let max = placement.maxWaiting, let waiting = load.probedWaiting, waiting > max {
+                why = "\(waiting) requests waiting (limit \(max))"
+            } else if let max = placement.maxKVUsage, let kv = load.kvUsage, kv > max {
+                why = "KV cache \(Int((kv * 100).rounded()))% full (limit \(Int((max * 100).rounded()))%)"
+            }
+            candidates.append(
+                Candidate(
+                    replica: replica,
+                    inGroup: rank < groupCount,
+                    cachedTokens: cached,
+                    inFlight: load.inFlight,
+                    cost: self.cost(missTokens: promptTokens - cached, load: load),
+                    eligible: why == nil,
+                    ineligibleBecause: why
+                )
+            )
+        }
+
+        // Choose: the cheapest eligible candidate where the index knows something, else the first eligible.
+        var chosen: Int?
+        if anyCached {
+            for (i, c) in candidates.enumerated() where c.eligible {
+                if let best = chosen, candidates[best].cost <= c.cost { continue }
+                chosen = i
+            }
+        } else {
+            chosen = candidates.firstIndex(where: \.eligible)
+        }
+
+        guard let chosen else {
+            var decision = self.leastLoaded(
+                pool,
+                fleet: fleet,
+                reason: "every candidate is ineligible ("
+                    + candidates.compactMap { c in c.ineligibleBecause.map { "\(fleet.replicas[c.replica].name): \($0)" } }
+                    .joined(separator: "; ") + ")",
+                match: match
+            )
+            decision.candidates = candidates
+            decision.groupWidth = keys.instruction == nil ? 0 : groupCount
+            return decision
+        }
+
+        let pick = candidates[chosen]
+        let name = fleet.replicas[pick.replica].name
+        var reason: String
+        if chosen == 0 {
+            reason = "\(basis): first choice \(name)"
+        } else {
+            let skipped = candidates[..<chosen].map { c in
+                "\(fleet.replicas[c.replica].name) " + (c.ineligibleBecause ?? "est. " + String(format1: c.cost * 1000, " ms"))
+            }
+            reason = "\(basis): \(name) chosen over " + skipped.joined(separator: ", ")
+            if tier == .session || tier == .group {
+                tier = chosen < baseCount ? .group : .spill
+            }
+        }
+        if tier == .session || tier == .group, chosen >= baseCount { tier = .spill }
+        if anyCached {
+            reason += "; holds \(pick.cachedTokens) of \(promptTokens) prompt tokens"
+        } else {
+            reason += "; index knows none of the prompt (hash order)"
+        }
+        if keys.instruction == nil, tier == .session, keys.session == nil { tier = .group }
+
+        var retry = candidates.enumerated().filter { $0.offset != chosen && $0.element.eligible }
+            .sorted { anyCached ? $0.element.cost < $1.element.cost : $0.offset < $1.offset }.map(\.element.replica)
+        retry += ring.successors(of: keys.session?.key ?? keys.scope, limit: ring.members.count)
+            .filter { $0 != pick.replica && !retry.contains($0) }
+
+        return RoutingDecision(
+            replica: pick.replica,
+            tier: tier,
+            reason: reason,
+            candidates: candidates,
+            retryOrder: retry,
+            groupWidth: keys.instruction == nil ? 0 : groupCount,
+            poolMatch: match,
+            missTokens: promptTokens - pick.cachedTokens
+        )
+    }
+
+    /// Seconds a request would wait on a replica: its own missing prefill plus what is queued ahead.
+    func cost(missTokens: Int, load: ReplicaLoad) -> Double {
+        let p = self.settings.placement
+        let queued = Double(missTokens + load.pendingPrefillTokens) / p.prefillTokensPerSecond
+        let waitingAhead = Double(load.probedWaiting ?? 0) * p.secondsPerInFlight * 10
+        return queued + Double(load.inFlight) * p.secondsPerInFlight + waitingAhead
+    }
+
+    /// The bounded-load ceiling over the routable members of a pool.
+    func ceiling(_ pool: FleetSnapshot.Pool, fleet: FleetSnapshot) -> (ceiling: Int, total: Int, routable: Int) {
+        var total = 0
+        var n = 0
+        for m in pool.members where fleet.routable[m] {
+            total += self.load(replicaID: fleet.ids[m]).inFlight
+            n += 1
+        }
+        let c = self.settings.placement.loadFactor * Double(total + 1) / Double(max(1, n))
+        return (Int(c.rounded(.up)), total, n)
+    }
+
+    /// Members ordered by rendezvous score for the session (ring order without a session).
+    func rank(_ members: [Int], session: SessionKey?, fleet: FleetSnapshot) -> [Int] {
+        guard let session, members.count > 1 else { return members }
+        return members.map { m in
+            (m, Rendezvous.score(key: session.key, replicaSeed: fleet.nameSeeds[m], weight: fleet.replicas[m].weight))
+        }
+        .sorted { $0.1 > $1.1 }
+        .map(\.0)
+    }
+
+    /// The least-loaded routable member of a pool (fewest in flight, then fewest waiting, then name).
+    func leastLoaded(
+        _ pool: FleetSnapshot.Pool,
+        fleet: FleetSnapshot,
+        reason: String,
+        match: FleetSnapshot.PoolMatch
+    ) -> RoutingDecision {
+        let routable = pool.members.filter { fleet.routable[$0] }
+        guard !routable.isEmpty else {
+            return RoutingDecision(replica: nil, tier: .fallback, reason: "no healthy replica", poolMatch: match)
+        }
+        let ordered = routable.sorted { a, b in
+            let la = self.load(replicaID: fleet.ids[a])
+            let lb = self.load(replicaID: fleet.ids[b])
+            if la.inFlight != lb.inFlight { return la.inFlight < lb.inFlight }
+            if (la.probedWaiting ?? 0) != (lb.probedWaiting ?? 0) { return (la.probedWaiting ?? 0) < (lb.probedWaiting ?? 0) }
+            return fleet.replicas[a].name < fleet.replicas[b].name
+        }
+        return RoutingDecision(
+            replica: ordered[0],
+            tier: .fallback,
+            reason: "\(reason): least-loaded \(fleet.replicas[ordered[0]].name)",
+            retryOrder: Array(ordered.dropFirst()),
+            poolMatch: match
+        )
+    }
+
+    // MARK: - Commit and completion
+
+    /// Records that the request with `keys` was sent to fleet index `replica` per `decision`:
+    /// updates the prefix index, the hot-prefix rate (once per request: `countRate`) and the load.
+    public mutating func commit(
+        _ keys: RequestKeys?,
+        decision: RoutingDecision,
+        replica: Int,
+        fleet: FleetSnapshot,
+        now: Double,
+        countRate: Bool = true
+    ) -> PlacementTicket {
+        let id = fleet.ids[replica]
+        var pending = 0
+        if let keys {
+            let promptTokens = keys.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken)
+            pending = replica == decision.replica
+                ? decision.missTokens
+                : promptTokens - min(promptTokens, self.index.matchedBlocks(keys.chain, replicaID: id) * self.settings.tokensPerBlock)
+            self.index.record(keys.chain, replicaID: id, capacityBlocks: self.capacityBlocks(fleet, replica))
+            if countRate, let instruction = keys.instruction {
+                let (pool, _) = fleet.pool(for: keys.model)
+                _ = self.spill.record(
+                    instruction.key,
+                    base: self.settings.placement.groupSize,
+                    poolSize: pool.ring.members.count,
+                    now: now
+                )
+            }
+        }
+        var load = self.loads[id] ?? ReplicaLoad()
+        load.inFlight += 1
+        load.pendingPrefillTokens += pending
+        self.loads[id] = load
+        return PlacementTicket(replicaID: id, pendingTokens: pending)
+    }
+
+    /// The first byte of the answer arrived: the prefill is done.
+    public mutating func firstByte(_ ticket: inout PlacementTicket) {
+        guard !ticket.firstByteSeen else { return }
+        ticket.firstByteSeen = true
+        var load = self.loads[ticket.replicaID] ?? ReplicaLoad()
+        load.pendingPrefillTokens = max(0, load.pendingPrefillTokens - ticket.pendingTokens)
+        self.loads[ticket.replicaID] = load
+    }
+
+    /// The request ended (success, failure or cancel).
+    public mutating func finish(_ ticket: PlacementTicket) {
+        var load = self.loads[ticket.replicaID] ?? ReplicaLoad()
+        load.inFlight = max(0, load.inFlight - 1)
+        if !ticket.firstByteSeen { load.pendingPrefillTokens = max(0, load.pendingPrefillTokens - ticket.pendingTokens) }
+        self.loads[ticket.replicaID] = load
+    }
+}
+
+extension String {
+    /// `value` with one decimal and a suffix, without Foundation.
+    init(format1 value: Double, _ suffix: String) {
+        let tenths = Int((value * 10).rounded())
+        self = "\(tenths / 10).\(abs(tenths % 10))\(suffix)"
+    }
+}

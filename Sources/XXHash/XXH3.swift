@@ -1,0 +1,43 @@
+import CXXHash
+
+/// XXH3-64 from the system libxxhash.
+///
+/// Every key cacheroute derives (block chains, ring points, rendezvous scores) goes through these
+/// functions, so a change here is a change to every placement: golden tests pin the values.
+public enum XXH3 {
+    /// XXH3-64 of `bytes` with `seed` (seed 0 equals the unseeded XXH3-64 that `xxhsum -H3` prints).
+    @inlinable
+    public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
+        XXH3_64bits_withSeed(bytes.baseAddress, bytes.count, seed)
+    }
+
+    /// XXH3-64 of the UTF-8 bytes of `string`.
+    @inlinable
+    public static func hash(_ string: String, seed: UInt64 = 0) -> UInt64 {
+        var string = string
+        return string.withUTF8 { XXH3_64bits_withSeed($0.baseAddress, $0.count, seed) }
+    }
+
+    /// XXH3-64 of a byte array.
+    @inlinable
+    public static func hash(_ bytes: [UInt8], seed: UInt64 = 0) -> UInt64 {
+        bytes.withUnsafeBytes { XXH3_64bits_withSeed($0.baseAddress, $0.count, seed) }
+    }
+
+    /// XXH3-64 of the 8 little-endian bytes of `value`: used to combine two hashes.
+    @inlinable
+    public static func hash(_ value: UInt64, seed: UInt64) -> UInt64 {
+        withUnsafeBytes(of: value.littleEndian) { XXH3_64bits_withSeed($0.baseAddress, $0.count, seed) }
+    }
+
+    /// The libxxhash version number, e.g. 801 for 0.8.1.
+    public static var libraryVersion: UInt32 { XXH_versionNumber() }
+}
+
+extension UInt64 {
+    /// The 16-digit lower-case hexadecimal form used for keys in logs, `explain` and fixtures.
+    public var hex16: String {
+        let digits = String(self, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
