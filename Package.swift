@@ -6,15 +6,34 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// MARK: - Dependencies
+
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
+let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let atomics: Target.Dependency = .product(name: "Atomics", package: "swift-atomics")
+
 let package = Package(
     name: "cacheroute",
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cacheroute", targets: ["cacheroute"]),
         .library(name: "RoutingCore", targets: ["RoutingCore"]),
+        .library(name: "RouterConfig", targets: ["RouterConfig"]),
     ],
     dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-numerics.git", from: "1.1.1"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // MARK: - Pure layers (no I/O, no clock, no Foundation)
@@ -34,15 +53,35 @@ let package = Package(
         .target(
             name: "RoutingCore",
             dependencies: ["XXHash", "FastJSON", .product(name: "RealModule", package: "swift-numerics")],
-            swiftSettings: swiftSettings,
-            linkerSettings: [.linkedLibrary("m")]
+            swiftSettings: swiftSettings
         ),
-        .executableTarget(name: "cacheroute", dependencies: ["RoutingCore"], swiftSettings: swiftSettings),
+
+        // MARK: - Configuration and the command line
+        .target(
+            name: "RouterConfig",
+            dependencies: ["RoutingCore", "FastJSON", .product(name: "Yams", package: "Yams")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "cacheroute",
+            dependencies: [
+                "RoutingCore", "RouterConfig", "FastJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - Tests
         .testTarget(name: "FastJSONTests", dependencies: ["FastJSON", "CJSONScan"], swiftSettings: swiftSettings),
         .testTarget(
             name: "RoutingCoreTests",
             dependencies: ["RoutingCore", "XXHash", "FastJSON"],
             resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "RouterConfigTests",
+            dependencies: ["RouterConfig", "RoutingCore"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -9,13 +9,28 @@ public struct PrefixIndex: Sendable {
 
     public init() {}
 
-    /// Records that the first `blocks` blocks of `chain` went to replica `id`.
-    public mutating func record(_ chain: [UInt64], replicaID id: Int, capacityBlocks: Int) {
-        guard !chain.isEmpty, capacityBlocks > 0 else { return }
+    /// Records that a prompt with this block chain (and session) went to replica `id`.
+    ///
+    /// The session key is kept as one more entry (domain-separated from block hashes): a short
+    /// turn may add no full block beyond the shared prefix, yet the replica now holds the
+    /// conversation, and the next turn should find it there.
+    public mutating func record(_ chain: [UInt64], session: UInt64? = nil, replicaID id: Int, capacityBlocks: Int) {
+        guard !chain.isEmpty || session != nil, capacityBlocks > 0 else { return }
         var slice = self.slices.removeValue(forKey: id) ?? BlockLRU(capacity: capacityBlocks)
-        slice.capacity = capacityBlocks
+        slice.setCapacity(capacityBlocks)
         for hash in chain.reversed() { slice.touch(hash) }
+        if let session { slice.touch(Self.sessionEntry(session)) }
         self.slices[id] = slice
+    }
+
+    /// Whether replica `id` recently received a request of this session.
+    public func hasSeen(session: UInt64, replicaID id: Int) -> Bool {
+        self.slices[id]?.contains(Self.sessionEntry(session)) ?? false
+    }
+
+    @inline(__always)
+    static func sessionEntry(_ session: UInt64) -> UInt64 {
+        session ^ 0x5E55_1011_5E55_1011
     }
 
     /// How many leading blocks of `chain` replica `id` probably holds.
@@ -42,36 +57,97 @@ public struct PrefixIndex: Sendable {
     public var totalBlocks: Int { self.slices.values.reduce(0) { $0 + $1.count } }
 }
 
-/// A fixed-capacity LRU set of 64-bit hashes, with nodes in flat arrays (no per-entry allocation).
+/// A fixed-capacity LRU set of 64-bit hashes, in flat arrays: an open-addressing table (linear
+/// probing, backward-shift deletion) from hash to node, and the recency list as node links.
+/// The keys are already uniform hashes, so their low bits index the table directly.
 struct BlockLRU: Sendable {
-    var capacity: Int
-    private var nodes: [UInt64: Int32] = [:]
+    private(set) var capacity: Int
+    /// Table of node index + 1 (0: empty slot); size a power of two, at least twice the capacity.
+    private var table: [Int32] = []
+    private var mask = 0
     private var keys: [UInt64] = []
     private var prev: [Int32] = []
     private var next: [Int32] = []
-    /// Most recently used node.
+    /// Most and least recently used nodes.
     private var head: Int32 = -1
-    /// Least recently used node.
     private var tail: Int32 = -1
+    /// Nodes freed by eviction, reused before the arrays grow.
+    private var free: [Int32] = []
+    private(set) var count = 0
 
     init(capacity: Int) {
-        self.capacity = capacity
-        self.nodes.reserveCapacity(min(capacity, 1 << 16))
+        self.capacity = max(1, capacity)
+        self.resizeTable(for: self.capacity)
     }
 
-    var count: Int { self.nodes.count }
+    mutating func setCapacity(_ capacity: Int) {
+        let capacity = max(1, capacity)
+        guard capacity != self.capacity else { return }
+        self.capacity = capacity
+        while self.count > capacity { self.evictTail() }
+        if self.table.count < 2 * capacity { self.resizeTable(for: capacity) }
+    }
 
-    func contains(_ key: UInt64) -> Bool { self.nodes[key] != nil }
+    private mutating func resizeTable(for capacity: Int) {
+        var size = 16
+        while size < 2 * capacity { size <<= 1 }
+        self.table = [Int32](repeating: 0, count: size)
+        self.mask = size - 1
+        var node = self.head
+        while node >= 0 {
+            self.insertSlot(node)
+            node = self.next[Int(node)]
+        }
+    }
+
+    @inline(__always)
+    private func slot(of key: UInt64) -> Int? {
+        var i = Int(truncatingIfNeeded: key) & self.mask
+        while true {
+            let entry = self.table[i]
+            if entry == 0 { return nil }
+            if self.keys[Int(entry - 1)] == key { return i }
+            i = (i + 1) & self.mask
+        }
+    }
+
+    private mutating func insertSlot(_ node: Int32) {
+        var i = Int(truncatingIfNeeded: self.keys[Int(node)]) & self.mask
+        while self.table[i] != 0 { i = (i + 1) & self.mask }
+        self.table[i] = node + 1
+    }
+
+    private mutating func removeSlot(_ start: Int) {
+        var i = start
+        var j = start
+        while true {
+            j = (j + 1) & self.mask
+            let entry = self.table[j]
+            if entry == 0 { break }
+            let ideal = Int(truncatingIfNeeded: self.keys[Int(entry - 1)]) & self.mask
+            // Move j back to i unless its ideal slot lies cyclically in (i, j].
+            let between = i <= j ? (ideal > i && ideal <= j) : (ideal > i || ideal <= j)
+            if !between {
+                self.table[i] = entry
+                i = j
+            }
+        }
+        self.table[i] = 0
+    }
+
+    func contains(_ key: UInt64) -> Bool { self.slot(of: key) != nil }
 
     /// Marks `key` most recently used, inserting it (and evicting the least recent) if needed.
     mutating func touch(_ key: UInt64) {
-        if let node = self.nodes[key] {
-            self.moveToFront(node)
+        if let s = self.slot(of: key) {
+            let node = self.table[s] - 1
+            if node != self.head {
+                self.unlink(node)
+                self.linkFront(node)
+            }
             return
         }
-        while self.nodes.count > self.capacity - 1, self.tail >= 0 {
-            self.evictTail()
-        }
+        if self.count >= self.capacity { self.evictTail() }
         let node: Int32
         if let reused = self.free.popLast() {
             node = reused
@@ -82,24 +158,18 @@ struct BlockLRU: Sendable {
             self.prev.append(-1)
             self.next.append(-1)
         }
-        self.nodes[key] = node
+        self.insertSlot(node)
         self.linkFront(node)
+        self.count += 1
     }
-
-    /// Nodes freed by eviction, reused before the arrays grow (storage stays within the largest capacity).
-    private var free: [Int32] = []
 
     private mutating func evictTail() {
         let node = self.tail
+        guard node >= 0 else { return }
         self.unlink(node)
-        self.nodes[self.keys[Int(node)]] = nil
+        if let s = self.slot(of: self.keys[Int(node)]) { self.removeSlot(s) }
         self.free.append(node)
-    }
-
-    private mutating func moveToFront(_ node: Int32) {
-        guard node != self.head else { return }
-        self.unlink(node)
-        self.linkFront(node)
+        self.count -= 1
     }
 
     private mutating func unlink(_ node: Int32) {

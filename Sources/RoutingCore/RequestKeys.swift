@@ -1,3 +1,4 @@
+import FastJSON
 import XXHash
 
 /// The API a request body belongs to, which decides how its prompt is read.
@@ -124,4 +125,50 @@ public struct KeyError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { self.message }
+}
+
+extension RequestAPI {
+    /// The API a request path belongs to (`/v1/chat/completions`, `/v1/completions`, `/generate`).
+    public init?(path: String) {
+        var path = Substring(path)
+        if let q = path.firstIndex(of: "?") { path = path[..<q] }
+        while path.count > 1, path.hasSuffix("/") { path = path.dropLast() }
+        switch path {
+        case "/v1/chat/completions": self = .chat
+        case "/v1/completions": self = .completions
+        case "/generate": self = .generate
+        default: return nil
+        }
+    }
+
+    /// Guesses the API from a body's top-level fields (`messages`, `prompt`, `text`/`input_ids`).
+    public static func detect(body: [UInt8]) -> RequestAPI? {
+        body.withUnsafeBytes { raw in
+            guard raw.count > 0 else { return nil }
+            var reader = FastJSON.JSONReader(raw)
+            do {
+                guard try reader.peekKind() == .object else { return nil }
+                try reader.beginObject()
+                var first = true
+                while let key = try reader.nextKey(first: &first) {
+                    if reader.key(key, equals: "messages") { return .chat }
+                    if reader.key(key, equals: "prompt") { return .completions }
+                    if reader.key(key, equals: "text") || reader.key(key, equals: "input_ids") { return .generate }
+                    try reader.skipValue()
+                }
+            } catch {
+                return nil
+            }
+            return nil
+        }
+    }
+
+    /// The request path of this API.
+    public var path: String {
+        switch self {
+        case .chat: "/v1/chat/completions"
+        case .completions: "/v1/completions"
+        case .generate: "/generate"
+        }
+    }
 }

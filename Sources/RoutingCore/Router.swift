@@ -167,13 +167,27 @@ public struct Router: Sendable {
         let (ceiling, total, routableInPool) = self.ceiling(pool, fleet: fleet)
         var candidates: [Candidate] = []
         candidates.reserveCapacity(order.count)
+        // A match that covers only the shared instruction segment says nothing about this session:
+        // every group member is meant to hold that. Only deeper matches let the index decide.
+        let sharedBlocks = (keys.instruction?.bytes ?? 0) / self.settings.keying.blockBytes
         var anyCached = false
         for (rank, replica) in order.enumerated() {
             let id = fleet.ids[replica]
             let load = self.load(replicaID: id)
             let cachedBlocks = self.index.matchedBlocks(keys.chain, replicaID: id)
-            let cached = min(promptTokens, cachedBlocks * self.settings.tokensPerBlock)
-            if cached > 0 { anyCached = true }
+            var cached = min(promptTokens, cachedBlocks * self.settings.tokensPerBlock)
+            if let session = keys.session, self.index.hasSeen(session: session.key, replicaID: id) {
+                // The conversation was here: it holds at least the session's own prefix (implicit
+                // sessions), or a block more than the chain shows (the last turn's partial block).
+                anyCached = true
+                switch session.source {
+                case .conversation(let bytes):
+                    cached = max(cached, min(promptTokens, bytes / self.settings.keying.bytesPerToken))
+                case .header, .body:
+                    cached = min(promptTokens, cached + self.settings.tokensPerBlock)
+                }
+            }
+            if cachedBlocks > sharedBlocks { anyCached = true }
             var why: String?
             if !fleet.routable[replica] {
                 why = "not healthy"
@@ -336,8 +350,14 @@ public struct Router: Sendable {
             let promptTokens = keys.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken)
             pending = replica == decision.replica
                 ? decision.missTokens
-                : promptTokens - min(promptTokens, self.index.matchedBlocks(keys.chain, replicaID: id) * self.settings.tokensPerBlock)
-            self.index.record(keys.chain, replicaID: id, capacityBlocks: self.capacityBlocks(fleet, replica))
+                : promptTokens
+                    - min(promptTokens, self.index.matchedBlocks(keys.chain, replicaID: id) * self.settings.tokensPerBlock)
+            self.index.record(
+                keys.chain,
+                session: keys.session?.key,
+                replicaID: id,
+                capacityBlocks: self.capacityBlocks(fleet, replica)
+            )
             if countRate, let instruction = keys.instruction {
                 let (pool, _) = fleet.pool(for: keys.model)
                 _ = self.spill.record(

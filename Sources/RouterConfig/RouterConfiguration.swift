@@ -1,0 +1,141 @@
+import RoutingCore
+
+/// The whole cacheroute configuration: validated, immutable, every key defaulted.
+///
+/// `Config/cacheroute.yaml` documents every key. Only `replicas` (or `discovery`) is required.
+public struct RouterConfiguration: Sendable, Equatable {
+    /// The data-plane listener (OpenAI and SGLang traffic).
+    public var listen = ListenAddress(host: "127.0.0.1", port: 8080)
+    /// The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/*`.
+    public var adminListen = ListenAddress(host: "127.0.0.1", port: 9090)
+    /// Statically configured replicas.
+    public var replicas: [ReplicaSpec] = []
+    /// Replicas found through DNS.
+    public var discovery: [DNSDiscovery] = []
+    public var routing = RoutingSettings()
+    public var upstream = UpstreamSettings()
+    public var limits = LimitSettings()
+    public var health = ProbeSettings()
+    public var logging = LoggingSettings()
+    public var shutdown = ShutdownSettings()
+    public var reload = ReloadSettings()
+
+    public init() {}
+
+    /// Parsed replica URLs, by replica name.
+    public func url(of replica: ReplicaSpec) -> ReplicaURL? {
+        try? ReplicaURL.parse(replica.url).get()
+    }
+}
+
+/// Replicas from the A/AAAA or SRV records of a name (a Kubernetes headless Service), re-resolved on an interval.
+public struct DNSDiscovery: Sendable, Equatable {
+    public enum Record: String, Sendable, CaseIterable {
+        /// A and AAAA records: every address, on `port`.
+        case a
+        /// SRV records: each target and port (targets resolved through A/AAAA).
+        case srv
+    }
+
+    /// The DNS name, e.g. `vllm.default.svc.cluster.local` or `_http._tcp.vllm.default.svc.cluster.local`.
+    public var name: String
+    public var record: Record = .a
+    /// Port for A/AAAA records.
+    public var port: Int = 8000
+    /// How often to re-resolve.
+    public var intervalSeconds: Double = 10
+    /// Prefix of the replica names made from the records (`<prefix>-<address>-<port>`).
+    public var namePrefix: String
+    /// DNS server to ask (`host:port`); nil: the first `nameserver` of /etc/resolv.conf.
+    public var server: String?
+    /// Applied to every discovered replica.
+    public var weight: Double = 1
+    public var models: [String] = []
+    public var engine: Engine = .vllm
+    public var cacheTokens: Int?
+
+    public init(name: String, namePrefix: String) {
+        self.name = name
+        self.namePrefix = namePrefix
+    }
+}
+
+/// How the proxy talks to replicas.
+public struct UpstreamSettings: Sendable, Equatable {
+    /// TCP connect timeout; short, so a dead replica fails over fast.
+    public var connectTimeout: Double = 2
+    /// From sending the request to the response head (a non-streamed answer is generated entirely before it).
+    public var firstByteTimeout: Double = 600
+    /// Longest silence between two chunks of a response body.
+    public var idleTimeout: Double = 120
+    /// Extra attempts on another replica after a connect error or a 5xx before the first byte.
+    public var retries: Int = 2
+    /// Retries may add at most this fraction of the request rate (plus `retryMinPerSecond`).
+    public var retryBudget: Double = 0.2
+    public var retryMinPerSecond: Double = 3
+    /// Connections per replica (all event loops together); requests beyond it wait.
+    public var maxConnectionsPerReplica: Int = 1024
+    /// How long an idle pooled connection is kept.
+    public var keepAliveSeconds: Double = 60
+
+    public init() {}
+}
+
+/// Protection against big, slow or numerous clients.
+public struct LimitSettings: Sendable, Equatable {
+    public var maxBodyBytes: Int = 32 << 20
+    public var maxHeaderBytes: Int = 64 << 10
+    public var maxConnections: Int = 10_000
+    /// Time allowed to send the request head (slow-loris guard).
+    public var headerTimeout: Double = 15
+    /// Time allowed to send the whole request body.
+    public var bodyTimeout: Double = 60
+    /// How long an idle keep-alive client connection stays open.
+    public var idleTimeout: Double = 120
+
+    public init() {}
+}
+
+/// Active probing of replicas and passive outlier detection.
+public struct ProbeSettings: Sendable, Equatable {
+    public var interval: Double = 2
+    public var timeout: Double = 1
+    /// Scrape `/metrics` for queue depth, KV usage and prefix-cache hits.
+    public var scrapeMetrics = true
+    public var metricsTimeout: Double = 2
+    public var thresholds = HealthSettings()
+
+    public init() {}
+}
+
+public struct LoggingSettings: Sendable, Equatable {
+    public enum Level: String, Sendable, CaseIterable {
+        case trace, debug, info, notice, warning, error, critical
+    }
+
+    public enum Format: String, Sendable, CaseIterable {
+        case text, json
+    }
+
+    public var level: Level = .info
+    public var format: Format = .text
+    /// One line per request at info.
+    public var accessLog = true
+
+    public init() {}
+}
+
+public struct ShutdownSettings: Sendable, Equatable {
+    /// On SIGTERM: stop accepting, let in-flight requests and streams finish within this time.
+    public var drainSeconds: Double = 30
+
+    public init() {}
+}
+
+public struct ReloadSettings: Sendable, Equatable {
+    /// Reload when the file changes (besides SIGHUP).
+    public var watchFile = true
+    public var pollSeconds: Double = 2
+
+    public init() {}
+}

@@ -1,0 +1,125 @@
+import Foundation
+import RouterConfig
+import RoutingCore
+import Testing
+
+struct ConfigTests {
+    func parse(_ yaml: String) throws(ConfigErrors) -> RouterConfiguration {
+        try RouterConfiguration.parse(yaml: yaml, file: "test.yaml")
+    }
+
+    func errors(_ yaml: String) -> [String] {
+        do {
+            _ = try self.parse(yaml)
+            return []
+        } catch {
+            return error.errors.map(\.description)
+        }
+    }
+
+    @Test func theSmallestConfigIsValidAndDefaultsEverythingElse() throws {
+        let c = try self.parse("""
+            listen: 127.0.0.1:8080
+            admin_listen: 127.0.0.1:9090
+            replicas:
+              - name: r1
+                url: http://127.0.0.1:8001
+            """)
+        #expect(c.listen == ListenAddress(host: "127.0.0.1", port: 8080))
+        #expect(c.replicas == [ReplicaSpec(name: "r1", url: "http://127.0.0.1:8001")])
+        #expect(c.routing == RoutingSettings())
+        #expect(c.upstream == UpstreamSettings())
+        #expect(c.limits.maxBodyBytes == 32 << 20)
+    }
+
+    @Test func theReferenceConfigIsValidAndStatesTheDefaults() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Config/cacheroute.yaml").path
+        let c = try RouterConfiguration.load(path: path)
+        #expect(c.replicas.count == 4)
+        // The reference file writes out every default: it must agree with the code.
+        var defaults = RouterConfiguration()
+        defaults.replicas = c.replicas
+        #expect(c == defaults)
+    }
+
+    @Test func everyKeyIsRead() throws {
+        let c = try self.parse("""
+            listen: "[::1]:8081"
+            admin_listen: :9091
+            replicas:
+              - {name: a, url: "http://10.0.0.1:8000/prefix/", weight: 2.5, models: [m1, m2], engine: sglang, cache_tokens: 1000}
+            routing:
+              block_bytes: 512
+              bytes_per_token: 3
+              max_key_bytes: 1MiB
+              instruction: {min_bytes: 1KiB, group_size: 3, raw_prompt_bytes: 100}
+              session: {headers: [X-Conv], body_fields: [user, metadata.id], raw_prompt_bytes: 2KiB}
+              load: {factor: 2, prefill_tokens_per_second: 9000, seconds_per_in_flight: 10ms, max_waiting: null, max_kv_usage: 0.9, default_cache_tokens: 7, max_candidates: 4}
+              spill: {rps_per_replica: 3, window: 5s, narrow_below: 0.5, hold: 1m, max_tracked_keys: 100}
+              ring: {vnodes: 64}
+              pinned:
+                - {name: p, replicas: [a], match: {header: {name: X-Tenant, value: gold}, prefix: "Hi\\n", model: m1}}
+            upstream: {connect_timeout: 500ms, first_byte_timeout: 1h, idle_timeout: 30s, retries: 1, retry_budget: 0.1, retry_min_per_second: 1, max_connections_per_replica: 8, keepalive: 5s}
+            limits: {max_body_bytes: 2MiB, max_header_bytes: 8KiB, max_connections: 50, header_timeout: 1s, body_timeout: 2s, idle_timeout: 3s}
+            health: {interval: 1s, timeout: 200ms, scrape_metrics: false, metrics_timeout: 1s, failure_threshold: 4, success_threshold: 3, eject_after_failures: 0, ejection: 1s, max_ejection: 2s}
+            logging: {level: debug, format: json, access_log: false}
+            shutdown: {drain_timeout: 5s}
+            reload: {watch_file: false, poll_interval: 500ms}
+            discovery:
+              - {dns: vllm.svc.local, record: srv, port: 9000, interval: 30s, name_prefix: v, server: "127.0.0.1:5353", weight: 2, models: [m1], engine: vllm, cache_tokens: 5}
+            """)
+        #expect(c.listen.host == "::1" && c.adminListen == ListenAddress(host: "0.0.0.0", port: 9091))
+        #expect(c.replicas[0].weight == 2.5 && c.replicas[0].models == ["m1", "m2"] && c.replicas[0].engine == .sglang)
+        #expect(try ReplicaURL.parse(c.replicas[0].url).get() == ReplicaURL(host: "10.0.0.1", port: 8000, pathPrefix: "/prefix"))
+        #expect(c.routing.keying.blockBytes == 512 && c.routing.keying.maxKeyBytes == 1 << 20)
+        #expect(c.routing.keying.sessionHeaders == ["x-conv"] && c.routing.keying.sessionBodyFields == ["user", "metadata.id"])
+        #expect(c.routing.placement.maxWaiting == nil && c.routing.placement.maxKVUsage == 0.9)
+        #expect(c.routing.placement.secondsPerInFlight == 0.01)
+        #expect(c.routing.placement.spill.holdSeconds == 60)
+        #expect(c.routing.placement.pinned.first?.prefix == Array(#"Hi\n"#.utf8))
+        #expect(c.routing.placement.pinned.first?.header?.name == "x-tenant")
+        #expect(c.upstream.firstByteTimeout == 3600 && c.upstream.connectTimeout == 0.5)
+        #expect(c.limits.maxHeaderBytes == 8192)
+        #expect(c.health.thresholds.successThreshold == 3 && !c.health.scrapeMetrics)
+        #expect(c.logging.format == .json && c.shutdown.drainSeconds == 5 && !c.reload.watchFile)
+        #expect(c.discovery.first?.record == .srv && c.discovery.first?.server == "127.0.0.1:5353")
+    }
+
+    @Test(arguments: [
+        ("replicas:\n  - name: r1\n    url: x\n", "test.yaml:3:10: replicas[0].url: expected an http:// URL"),
+        ("replicas:\n  - name: r1\n    url: https://a:1\n", "test.yaml:3:10: replicas[0].url: https replicas are not supported"),
+        ("replicas:\n  - name: r1\n    url: http://a:99999\n", "test.yaml:3:10: replicas[0].url: invalid port"),
+        ("replicas:\n  - {name: r1, url: 'http://a:1'}\n  - {name: r1, url: 'http://b:1'}\n", "test.yaml:3:12: replicas[1].name: duplicate replica name 'r1'"),
+        ("replicas:\n  - {name: r1, url: 'http://a:1', wieght: 2}\n", "test.yaml:2:35: replicas[0].wieght: unknown key 'wieght'; did you mean 'weight'?"),
+        ("replicas:\n  - {name: r1, url: 'http://a:1', weight: -1}\n", "test.yaml:2:43: replicas[0].weight: -1 is out of range"),
+        ("replicas:\n  - {name: r1, url: 'http://a:1', engine: tgi}\n", "replicas[0].engine: expected vllm or sglang, got 'tgi'"),
+        ("replicas: []\n", "no replicas: add a 'replicas' list"),
+        ("listen: 8080\nreplicas: [{url: 'http://a:1'}]\n", "test.yaml:1:9: listen: expected host:port"),
+        ("replicas: [{url: 'http://a:1'}]\nrouting:\n  load:\n    factor: lots\n", "test.yaml:4:13: routing.load.factor: expected a number, got 'lots'"),
+        ("replicas: [{url: 'http://a:1'}]\nupstream:\n  connect_timeout: soon\n", "test.yaml:3:20: upstream.connect_timeout: expected a duration"),
+        ("replicas: [{url: 'http://a:1'}]\nlimits:\n  max_body_bytes: 1ZB\n", "test.yaml:3:19: limits.max_body_bytes: expected a size"),
+        ("replicas: [{name: r1, url: 'http://a:1'}]\nrouting:\n  pinned:\n    - {name: p, replicas: [r9], match: {prefix: x}}\n", "test.yaml:4:7: routing.pinned[0]: pinned group 'p' names unknown replica 'r9'"),
+        ("replicas: [{url: 'http://a:1'}]\nrouting:\n  pinned:\n    - {name: p, replicas: [replica-1], match: {}}\n", "routing.pinned[0].match: give 'header'"),
+        ("replicas: [{url: 'http://a:1'}\n", "test.yaml:2:1: invalid YAML"),
+        ("replicas:\n\t- x\n", "invalid YAML"),
+        ("", "the file is empty"),
+        ("- a\n- b\n", "test.yaml:1:1: expected a mapping of keys, got a list"),
+        ("listen: 127.0.0.1:9000\nadmin_listen: 127.0.0.1:9000\nreplicas: [{url: 'http://a:1'}]\n", "admin_listen: 'listen' and 'admin_listen' must differ"),
+    ])
+    func errorsAreLocated(yaml: String, expected: String) {
+        let errors = self.errors(yaml)
+        #expect(errors.contains { $0.contains(expected) }, "got \(errors)")
+    }
+
+    @Test func severalErrorsAreReportedAtOnce() {
+        let errors = self.errors("""
+            listen: nope
+            replicas:
+              - {name: r1, url: 'http://a:1'}
+            upstream: {retries: 99}
+            logging: {level: loud}
+            """)
+        #expect(errors.count == 3, "\(errors)")
+    }
+}
