@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-numerics.git", from: "1.1.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         // MARK: - Pure layers (no I/O, no clock, no Foundation)
@@ -56,6 +57,22 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .target(
+            name: "ReplicaModel",
+            dependencies: ["RoutingCore", "XXHash", "FastJSON", .product(name: "DequeModule", package: "swift-collections")],
+            swiftSettings: swiftSettings
+        ),
+
+        .target(
+            name: "TraceReplay",
+            dependencies: [
+                "RoutingCore", "ReplicaModel", "FastJSON",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "RealModule", package: "swift-numerics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: - Configuration and the command line
         .target(
             name: "RouterConfig",
@@ -65,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "cacheroute",
             dependencies: [
-                "RoutingCore", "RouterConfig", "FastJSON",
+                "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -77,6 +94,12 @@ let package = Package(
             name: "RoutingCoreTests",
             dependencies: ["RoutingCore", "XXHash", "FastJSON"],
             resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "ReplicaModelTests", dependencies: ["ReplicaModel", "RoutingCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TraceReplayTests",
+            dependencies: ["TraceReplay", "ReplicaModel", "RoutingCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -249,10 +249,14 @@ struct ConfigParser {
         if let n = m["load"] {
             self.attempt {
                 let l = try n.mapping(allowed: [
-                    "factor", "prefill_tokens_per_second", "seconds_per_in_flight", "max_waiting", "max_kv_usage",
-                    "default_cache_tokens", "max_candidates",
+                    "factor", "ceiling_floor", "miss_weight", "fresh_choices", "fresh_slack", "prefill_tokens_per_second",
+                    "seconds_per_in_flight", "max_waiting", "max_kv_usage", "default_cache_tokens", "max_candidates",
                 ])
                 try l.read("factor", into: &routing.placement.loadFactor) { try $0.double(1...100) }
+                try l.read("ceiling_floor", into: &routing.placement.ceilingFloor) { try $0.int(1...1_000_000) }
+                try l.read("miss_weight", into: &routing.placement.missWeight) { try $0.double(0...1000) }
+                try l.read("fresh_choices", into: &routing.placement.freshChoices) { try $0.int(1...1024) }
+                try l.read("fresh_slack", into: &routing.placement.freshSlack) { try $0.seconds(0...3600) }
                 try l.read("prefill_tokens_per_second", into: &routing.placement.prefillTokensPerSecond) {
                     try $0.double(1...100_000_000)
                 }

@@ -6,12 +6,24 @@ public struct PlacementSettings: Sendable, Equatable {
     public var vnodesPerWeight: Int
     /// Most replicas examined per request (the group first, then ring successors).
     public var maxCandidates: Int
-    /// Bounded-load safety ceiling: a replica is ineligible at `inFlight >= ceil(c * (total + 1) / n)`.
+    /// Bounded-load safety ceiling: a replica is ineligible at `inFlight >= max(floor, ceil(c * (total + 1) / n))`.
     public var loadFactor: Double
+    /// The ceiling never goes below this: an engine batching hundreds of sequences is not
+    /// overloaded by a handful (its real queueing shows in the cost instead).
+    public var ceilingFloor: Int
+    /// Where the index knows nothing of a request, the least costly of the first this-many
+    /// eligible candidates in hash order wins (1: pure hash order, every router instance agrees).
+    public var freshChoices: Int
+    /// ... but the first in hash order keeps it unless another is cheaper by more than this many
+    /// seconds, so router instances with similar load views agree on fresh prefixes.
+    public var freshSlack: Double
     /// Prefill speed assumed when weighing a cache miss against waiting (tokens per second).
     public var prefillTokensPerSecond: Double
     /// Seconds a request in flight adds to a newcomer's wait beyond its queued prefill (decode interference).
     public var secondsPerInFlight: Double
+    /// How much more a cache miss weighs than the same time spent waiting: a miss also scatters the
+    /// conversation's cache, so its next turns miss or duplicate blocks.
+    public var missWeight: Double
     /// Probe ceiling: a replica with more waiting requests than this is ineligible (nil: off).
     public var maxWaiting: Int?
     /// Probe ceiling: a replica with KV usage above this is ineligible (nil: off).
@@ -22,12 +34,16 @@ public struct PlacementSettings: Sendable, Equatable {
     public var pinned: [PinnedGroup]
 
     public init(
-        groupSize: Int = 2,
+        groupSize: Int = 1,
         vnodesPerWeight: Int = 256,
         maxCandidates: Int = 8,
         loadFactor: Double = 1.5,
+        ceilingFloor: Int = 4,
+        freshChoices: Int = 4,
+        freshSlack: Double = 0,
         prefillTokensPerSecond: Double = 16000,
-        secondsPerInFlight: Double = 0.005,
+        secondsPerInFlight: Double = 0.05,
+        missWeight: Double = 8,
         maxWaiting: Int? = 64,
         maxKVUsage: Double? = 0.98,
         defaultCacheTokens: Int = 500_000,
@@ -38,8 +54,12 @@ public struct PlacementSettings: Sendable, Equatable {
         self.vnodesPerWeight = vnodesPerWeight
         self.maxCandidates = maxCandidates
         self.loadFactor = loadFactor
+        self.ceilingFloor = ceilingFloor
+        self.freshChoices = freshChoices
+        self.freshSlack = freshSlack
         self.prefillTokensPerSecond = prefillTokensPerSecond
         self.secondsPerInFlight = secondsPerInFlight
+        self.missWeight = missWeight
         self.maxWaiting = maxWaiting
         self.maxKVUsage = maxKVUsage
         self.defaultCacheTokens = defaultCacheTokens

@@ -67,8 +67,15 @@ public struct Router: Sendable {
 
     /// Where a request should go now. Reads state, changes nothing (see `commit`).
     ///
+    /// The candidates come in preference order: the request's group (its instruction key's ring
+    /// owners, widened when the prefix is hot) ranked by session rendezvous, then ring successors.
+    /// Ineligible ones (unhealthy, at the load ceiling, over a probe ceiling) are skipped. Where the
+    /// index holds any of this conversation, the cheapest candidate wins: a miss (weighted, since
+    /// it also scatters the conversation) against queued prefill and requests in flight. Where it
+    /// holds nothing, the cheapest of the first `freshChoices` eligible candidates wins.
+    ///
     /// - Parameters:
-    ///   - keys: the request's keys, or why it has none (then: fallback).
+    ///   - extracted: the request's keys, or why it has none (then: fallback).
     ///   - header: case-insensitive header lookup, for pinned groups.
     ///   - fleet: the current snapshot.
     ///   - now: monotonic seconds.
@@ -104,82 +111,63 @@ public struct Router: Sendable {
         let placement = self.settings.placement
         let limit = max(1, placement.maxCandidates)
 
-        // Candidates in preference order, and which of them form the group.
+        // 1. Candidates in preference order; the first `groupCount` form the group, of which the
+        //    first `baseCount` are the group before any hot-prefix widening.
         var order: [Int] = []
-        var groupCount = 0
-        var baseCount = 0
-        var tier: Tier
+        var groupCount = 1
+        var baseCount = 1
         var basis: String
-
+        var pinned = false
         if let rule = placement.pinned.first(where: { $0.matches(keys, header: header) }) {
-            let members = rule.replicas.compactMap { name in fleet.index(of: name) }.filter { fleet.routable[$0] }
-            order = self.rank(members, session: keys.session, fleet: fleet)
-            groupCount = order.count
-            baseCount = order.count
-            tier = .pinned
+            let members = rule.replicas.compactMap { fleet.index(of: $0) }.filter { fleet.routable[$0] }
             basis = "pinned group '\(rule.name)'"
-            if order.isEmpty {
-                // Every pinned replica is down: the ordinary placement keeps the request alive.
-                tier = .spill
-                basis = "pinned group '\(rule.name)' has no healthy member"
+            if !members.isEmpty {
+                order = self.rank(members, session: keys.session, fleet: fleet)
+                groupCount = order.count
+                baseCount = order.count
+                pinned = true
+            } else {
+                basis += " has no healthy member; ordinary placement"
             }
         } else {
-            tier = .session
             basis = ""
         }
-
         if order.isEmpty {
             if let instruction = keys.instruction {
-                let width = self.spill.width(
-                    of: instruction.key,
-                    base: placement.groupSize,
-                    poolSize: ring.members.count,
-                    now: now
-                )
+                let width = self.spill.width(of: instruction.key, base: placement.groupSize, poolSize: ring.members.count, now: now)
                 let walk = ring.successors(of: instruction.key, limit: max(width, limit))
                 let group = Array(walk.prefix(width))
                 baseCount = min(placement.groupSize, group.count)
                 groupCount = group.count
-                order = self.rank(group, session: keys.session, fleet: fleet)
-                order += walk.dropFirst(width)
-                if tier != .spill {
-                    tier = keys.session == nil ? .group : .session
-                    basis = "group of \(group.count) for instruction key \(instruction.key.hex16)"
-                    if group.count > baseCount { basis += " (widened from \(baseCount): hot prefix)" }
-                }
-            } else if let session = keys.session {
-                order = ring.successors(of: session.key, limit: limit)
-                groupCount = 1
-                baseCount = 1
-                if tier != .spill { basis = "session ring position" }
+                order = self.rank(group, session: keys.session, fleet: fleet) + walk.dropFirst(width)
+                basis += (basis.isEmpty ? "" : "; ") + "group of \(group.count) for instruction key \(instruction.key.hex16)"
+                if group.count > baseCount { basis += " (widened from \(baseCount): hot prefix)" }
             } else {
-                order = ring.successors(of: keys.chain.first ?? keys.scope, limit: limit)
-                groupCount = 1
-                baseCount = 1
-                tier = .group
-                basis = "prompt ring position"
+                order = ring.successors(of: keys.session?.key ?? keys.chain.first ?? keys.scope, limit: limit)
+                basis += (basis.isEmpty ? "" : "; ") + (keys.session != nil ? "session ring position" : "prompt ring position")
             }
         }
         order = Array(order.prefix(max(limit, groupCount)))
 
-        // Examine the candidates.
+        // 2. What the router knows of each candidate.
         let promptTokens = keys.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken)
         let (ceiling, total, routableInPool) = self.ceiling(pool, fleet: fleet)
+        // A match that covers only the shared instruction segment says nothing about this session:
+        // every group member is meant to hold that. Only deeper matches make the index decide.
+        let sharedBlocks = (keys.instruction?.bytes ?? 0) / self.settings.keying.blockBytes
         var candidates: [Candidate] = []
         candidates.reserveCapacity(order.count)
-        // A match that covers only the shared instruction segment says nothing about this session:
-        // every group member is meant to hold that. Only deeper matches let the index decide.
-        let sharedBlocks = (keys.instruction?.bytes ?? 0) / self.settings.keying.blockBytes
-        var anyCached = false
+        var holds: [Bool] = []
         for (rank, replica) in order.enumerated() {
             let id = fleet.ids[replica]
             let load = self.load(replicaID: id)
             let cachedBlocks = self.index.matchedBlocks(keys.chain, replicaID: id)
             var cached = min(promptTokens, cachedBlocks * self.settings.tokensPerBlock)
+            var holdsSession = cachedBlocks > sharedBlocks
             if let session = keys.session, self.index.hasSeen(session: session.key, replicaID: id) {
                 // The conversation was here: it holds at least the session's own prefix (implicit
                 // sessions), or a block more than the chain shows (the last turn's partial block).
-                anyCached = true
+                holdsSession = true
                 switch session.source {
                 case .conversation(let bytes):
                     cached = max(cached, min(promptTokens, bytes / self.settings.keying.bytesPerToken))
@@ -187,7 +175,6 @@ public struct Router: Sendable {
                     cached = min(promptTokens, cached + self.settings.tokensPerBlock)
                 }
             }
-            if cachedBlocks > sharedBlocks { anyCached = true }
             var why: String?
             if !fleet.routable[replica] {
                 why = "not healthy"
@@ -198,6 +185,7 @@ public struct Router: Sendable {
             } else if let max = placement.maxKVUsage, let kv = load.kvUsage, kv > max {
                 why = "KV cache \(Int((kv * 100).rounded()))% full (limit \(Int((max * 100).rounded()))%)"
             }
+            holds.append(holdsSession)
             candidates.append(
                 Candidate(
                     replica: replica,
@@ -210,18 +198,26 @@ public struct Router: Sendable {
                 )
             )
         }
+        let known = holds.contains(true)
 
-        // Choose: the cheapest eligible candidate where the index knows something, else the first eligible.
+        // 3. Choose.
         var chosen: Int?
-        if anyCached {
-            for (i, c) in candidates.enumerated() where c.eligible {
-                if let best = chosen, candidates[best].cost <= c.cost { continue }
-                chosen = i
+        var firstEligible: Int?
+        var considered = 0
+        for (i, c) in candidates.enumerated() where c.eligible {
+            if !known {
+                guard considered < max(1, placement.freshChoices) else { break }
+                considered += 1
             }
-        } else {
-            chosen = candidates.firstIndex(where: \.eligible)
+            if firstEligible == nil { firstEligible = i }
+            if let best = chosen, candidates[best].cost <= c.cost { continue }
+            chosen = i
         }
-
+        if !known, let first = firstEligible, let best = chosen,
+            candidates[first].cost - candidates[best].cost <= placement.freshSlack
+        {
+            chosen = first
+        }
         guard let chosen else {
             var decision = self.leastLoaded(
                 pool,
@@ -236,30 +232,39 @@ public struct Router: Sendable {
             return decision
         }
 
+        // 4. The tier: what decided.
+        let tier: Tier
+        if pinned {
+            tier = .pinned
+        } else if holds[chosen] {
+            tier = .session
+        } else if keys.instruction != nil {
+            tier = chosen < baseCount ? .group : .spill
+        } else {
+            tier = !known && chosen < max(1, placement.freshChoices) ? .session : .spill
+        }
+
         let pick = candidates[chosen]
         let name = fleet.replicas[pick.replica].name
-        var reason: String
+        var reason = basis + ": "
         if chosen == 0 {
-            reason = "\(basis): first choice \(name)"
+            reason += "first choice \(name)"
         } else {
-            let skipped = candidates[..<chosen].map { c in
-                "\(fleet.replicas[c.replica].name) " + (c.ineligibleBecause ?? "est. " + String(format1: c.cost * 1000, " ms"))
-            }
-            reason = "\(basis): \(name) chosen over " + skipped.joined(separator: ", ")
-            if tier == .session || tier == .group {
-                tier = chosen < baseCount ? .group : .spill
-            }
+            reason += "\(name) chosen over "
+                + candidates[..<chosen].map { c in
+                    "\(fleet.replicas[c.replica].name) (" + (c.ineligibleBecause ?? "est. " + String(format1: c.cost * 1000, " ms")) + ")"
+                }.joined(separator: ", ")
         }
-        if tier == .session || tier == .group, chosen >= baseCount { tier = .spill }
-        if anyCached {
+        if known {
             reason += "; holds \(pick.cachedTokens) of \(promptTokens) prompt tokens"
+            if !holds[chosen] { reason += " (moved away from its cache)" }
         } else {
-            reason += "; index knows none of the prompt (hash order)"
+            reason += "; index knows nothing of this conversation (least cost of the first \(max(1, placement.freshChoices)) in hash order)"
         }
-        if keys.instruction == nil, tier == .session, keys.session == nil { tier = .group }
 
         var retry = candidates.enumerated().filter { $0.offset != chosen && $0.element.eligible }
-            .sorted { anyCached ? $0.element.cost < $1.element.cost : $0.offset < $1.offset }.map(\.element.replica)
+            .sorted { $0.element.cost == $1.element.cost ? $0.offset < $1.offset : $0.element.cost < $1.element.cost }
+            .map(\.element.replica)
         retry += ring.successors(of: keys.session?.key ?? keys.scope, limit: ring.members.count)
             .filter { $0 != pick.replica && !retry.contains($0) }
 
@@ -278,7 +283,7 @@ public struct Router: Sendable {
     /// Seconds a request would wait on a replica: its own missing prefill plus what is queued ahead.
     func cost(missTokens: Int, load: ReplicaLoad) -> Double {
         let p = self.settings.placement
-        let queued = Double(missTokens + load.pendingPrefillTokens) / p.prefillTokensPerSecond
+        let queued = (p.missWeight * Double(missTokens) + Double(load.pendingPrefillTokens)) / p.prefillTokensPerSecond
         let waitingAhead = Double(load.probedWaiting ?? 0) * p.secondsPerInFlight * 10
         return queued + Double(load.inFlight) * p.secondsPerInFlight + waitingAhead
     }
@@ -292,7 +297,7 @@ public struct Router: Sendable {
             n += 1
         }
         let c = self.settings.placement.loadFactor * Double(total + 1) / Double(max(1, n))
-        return (Int(c.rounded(.up)), total, n)
+        return (max(self.settings.placement.ceilingFloor, Int(c.rounded(.up))), total, n)
     }
 
     /// Members ordered by rendezvous score for the session (ring order without a session).

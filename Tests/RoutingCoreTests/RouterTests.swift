@@ -45,7 +45,10 @@ struct RouterTests {
 
     @Test func sessionsSharingASystemPromptLandInItsGroup() {
         let f = fleet(8)
-        var router = Router()
+        var settings = RoutingSettings()
+        settings.placement.groupSize = 2
+        settings.placement.freshChoices = 1
+        var router = Router(settings: settings)
         var used = Set<Int>()
         var group: Set<Int>?
         for session in 0..<60 {
@@ -74,13 +77,30 @@ struct RouterTests {
         }
         let (second, _) = router.send(body, fleet: f, now: 1)
         #expect(second.replica != preferred)
-        #expect(second.tier == .spill)
+        #expect(second.tier == .session, "a fresh session's initial placement")
         #expect(second.reason.contains("load ceiling"), "\(second.reason)")
         #expect(second.candidates.first { $0.replica == preferred }?.eligible == false)
         for t in tickets { router.finish(t) }
         // Once it drains, a fresh session goes back to the hash order.
         let third = router.decide(KeyExtractor.extract(api: .chat, body: conversation(8, turns: 1, system: "Be brief."), rules: router.settings.keying), fleet: f, now: 2)
         #expect(third.candidates.first?.eligible == true)
+    }
+
+    @Test func aKnownSessionLeavesAFullHomeAsASpill() {
+        let f = fleet(4)
+        var router = Router()
+        let (home, ticket) = router.send(conversation(3, turns: 1), fleet: f, now: 0)
+        router.finish(ticket!)
+        // The home fills up with other work.
+        var tickets: [PlacementTicket] = []
+        for _ in 0..<8 { tickets.append(router.commit(nil, decision: home, replica: home.replica!, fleet: f, now: 1)) }
+        let (next, _) = router.send(conversation(3, turns: 2), fleet: f, now: 2)
+        #expect(next.replica != home.replica)
+        #expect(next.tier == .spill)
+        #expect(next.reason.contains("moved away from its cache"), "\(next.reason)")
+        for t in tickets { router.finish(t) }
+        let (back, _) = router.send(conversation(3, turns: 2), fleet: f, now: 3)
+        #expect(back.tier == .session)
     }
 
     @Test func probedQueueAndKVCeilingsMakeReplicasIneligible() {
@@ -112,6 +132,7 @@ struct RouterTests {
 
     @Test func aHotPrefixWidensItsGroupAndNarrowsWithoutFlapping() {
         var settings = RoutingSettings()
+        settings.placement.groupSize = 2
         settings.placement.spill = SpillSettings(rpsPerReplica: 4, rateWindowSeconds: 5, narrowBelow: 0.7, holdSeconds: 10)
         var router = Router(settings: settings)
         let f = fleet(8)
