@@ -73,6 +73,22 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: - Network layers
+        .target(name: "PrometheusText", swiftSettings: swiftSettings),
+        .target(
+            name: "HTTPTransport",
+            dependencies: [nioCore, nioPosix, nioHTTP1, logging, .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ReplicaEmulator",
+            dependencies: [
+                "HTTPTransport", "ReplicaModel", "PrometheusText", "FastJSON", "RoutingCore", "XXHash", nioCore, nioPosix, nioHTTP1,
+                logging, lifecycle, .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: - Configuration and the command line
         .target(
             name: "RouterConfig",
@@ -82,9 +98,16 @@ let package = Package(
         .executableTarget(
             name: "cacheroute",
             dependencies: [
-                "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay", "ReplicaEmulator",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"), logging, lifecycle,
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+
+        .target(
+            name: "CacheRouteTestSupport",
+            dependencies: ["HTTPTransport", "ReplicaEmulator", "FastJSON", nioCore, nioPosix, nioHTTP1, logging],
             swiftSettings: swiftSettings
         ),
 
@@ -94,6 +117,11 @@ let package = Package(
             name: "RoutingCoreTests",
             dependencies: ["RoutingCore", "XXHash", "FastJSON"],
             resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ReplicaEmulatorTests",
+            dependencies: ["CacheRouteTestSupport", "ReplicaEmulator", "ReplicaModel", "RoutingCore", "HTTPTransport", "PrometheusText", "FastJSON", nioCore, nioHTTP1],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ReplicaModelTests", dependencies: ["ReplicaModel", "RoutingCore"], swiftSettings: swiftSettings),

@@ -101,9 +101,7 @@ public struct EngineCache: Sendable {
 
     /// Adds generated blocks (the output's full blocks) as cached, evictable entries.
     public mutating func insertReleased(_ chain: ArraySlice<UInt64>) {
-        for hash in chain where self.pin(hash) {
-            self.unpin(hash)
-        }
+        for hash in chain { self.touchReleased(hash) }
     }
 
     /// Counts a lookup of `chain` and then records its blocks as cached and evictable, the last
@@ -113,10 +111,52 @@ public struct EngineCache: Sendable {
         let cached = self.cachedTokens(chain, promptTokens: promptTokens)
         self.queriedTokens += promptTokens
         self.hitTokens += cached
-        for hash in chain.reversed() where self.pin(hash) {
-            self.unpin(hash)
-        }
+        for hash in chain.reversed() { self.touchReleased(hash) }
         return cached
+    }
+
+    /// Makes `hash` the most recently released block (inserting it if needed), with one lookup.
+    /// A block pinned by a running request is left to its owner.
+    @inline(__always)
+    private mutating func touchReleased(_ hash: UInt64) {
+        if let s = self.slot(of: hash) {
+            let node = self.table[s] - 1
+            guard self.pins[Int(node)] == 0 else { return }
+            if node != self.tail {
+                self.unlink(node)
+                self.appendTail(node)
+            }
+            return
+        }
+        if self.usedBlocks + self.reservedBlocks >= self.capacityBlocks {
+            guard self.head >= 0 else { return }
+            self.evictHead()
+        }
+        let node: Int32
+        if let reused = self.free.popLast() {
+            node = reused
+            self.keys[Int(node)] = hash
+            self.pins[Int(node)] = 0
+        } else {
+            node = Int32(self.keys.count)
+            self.keys.append(hash)
+            self.pins.append(0)
+            self.prev.append(-1)
+            self.next.append(-1)
+        }
+        var i = Int(truncatingIfNeeded: hash) & self.mask
+        while self.table[i] != 0 { i = (i + 1) & self.mask }
+        self.table[i] = node + 1
+        self.usedBlocks += 1
+        self.appendTail(node)
+    }
+
+    @inline(__always)
+    private mutating func appendTail(_ node: Int32) {
+        self.prev[Int(node)] = self.tail
+        self.next[Int(node)] = -1
+        if self.tail >= 0 { self.next[Int(self.tail)] = node } else { self.head = node }
+        self.tail = node
     }
 
     /// Forgets everything (as `POST /reset_prefix_cache`); pinned blocks stay.
@@ -177,10 +217,7 @@ public struct EngineCache: Sendable {
         if self.pins[Int(node)] == 0 {
             self.pinnedBlocks -= 1
             // Most recently released goes to the tail (evicted last).
-            self.prev[Int(node)] = self.tail
-            self.next[Int(node)] = -1
-            if self.tail >= 0 { self.next[Int(self.tail)] = node } else { self.head = node }
-            self.tail = node
+            self.appendTail(node)
         }
     }
 

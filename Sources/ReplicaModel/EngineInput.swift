@@ -41,10 +41,15 @@ public struct EngineInput: Sendable {
         return BlockChain.hashes(self.prompt, blockBytes: blockTokens * Self.bytesPerToken, seed: seed)
     }
 
-    /// The chain of the prompt followed by generated text (for caching the output's blocks).
-    public func chain(appending output: [UInt8], blockTokens: Int) -> [UInt64] {
-        let seed = XXH3.hash("kv|" + (self.salt ?? ""))
-        return BlockChain.hashes(self.prompt + output, blockBytes: blockTokens * Self.bytesPerToken, seed: seed)
+    /// The blocks that follow `promptChain` (this prompt's chain) when `output` is appended:
+    /// only the prompt's last partial block and the output are hashed.
+    public func chain(continuing promptChain: [UInt64], with output: [UInt8], blockTokens: Int) -> [UInt64] {
+        let blockBytes = blockTokens * Self.bytesPerToken
+        let start = promptChain.count * blockBytes
+        guard self.tokenIDs == nil, start <= self.prompt.count else { return [] }
+        let tail = self.prompt[start...] + output
+        let seed = promptChain.last ?? XXH3.hash("kv|" + (self.salt ?? ""))
+        return BlockChain.hashes(Array(tail), blockBytes: blockBytes, seed: seed)
     }
 
     public init(
@@ -83,17 +88,22 @@ extension EngineInput {
     /// Parses a request body. `defaultMaxTokens` applies when the body names no limit.
     public static func parse(api: RequestAPI, body: [UInt8], defaultMaxTokens: Int = 16) throws(EngineInputError) -> EngineInput {
         let result: Result<EngineInput, EngineInputError> = body.withUnsafeBytes { raw in
-            guard raw.count > 0 else { return .failure(EngineInputError("empty request body")) }
-            var parser = EngineBodyParser(reader: JSONReader(raw), api: api, defaultMaxTokens: defaultMaxTokens)
-            do {
-                return .success(try parser.parse())
-            } catch let error as EngineInputError {
-                return .failure(error)
-            } catch {
-                return .failure(EngineInputError("invalid JSON: \(error)"))
-            }
+            Self.parse(api: api, raw: raw, defaultMaxTokens: defaultMaxTokens)
         }
         return try result.get()
+    }
+
+    /// Parses a request body held in memory the caller owns.
+    public static func parse(api: RequestAPI, raw: UnsafeRawBufferPointer, defaultMaxTokens: Int = 16) -> Result<EngineInput, EngineInputError> {
+        guard raw.count > 0 else { return .failure(EngineInputError("empty request body")) }
+        var parser = EngineBodyParser(reader: JSONReader(raw), api: api, defaultMaxTokens: defaultMaxTokens)
+        do {
+            return .success(try parser.parse())
+        } catch let error as EngineInputError {
+            return .failure(error)
+        } catch {
+            return .failure(EngineInputError("invalid JSON: \(error)"))
+        }
     }
 }
 
@@ -102,19 +112,30 @@ public enum ChatTemplate {
     /// Renders messages (role, text) and optional tools JSON into the prompt text.
     public static func render(tools: [UInt8]?, messages: [(role: String, content: [UInt8])], addGenerationPrompt: Bool = true) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(messages.reduce(64) { $0 + $1.content.count + 32 })
+        out.reserveCapacity(messages.reduce(64 + (tools?.count ?? 0)) { $0 + $1.content.count + 32 })
         if let tools {
-            out += Array("<|im_start|>system\n# Tools\n".utf8) + tools + Array("<|im_end|>\n".utf8)
+            Self.append("<|im_start|>system\n# Tools\n", to: &out)
+            out.append(contentsOf: tools)
+            out.append(contentsOf: Self.endOfTurn)
         }
         for m in messages {
-            out += Array("<|im_start|>".utf8) + Array(m.role.utf8) + [0x0A] + m.content + Array("<|im_end|>\n".utf8)
+            Self.append("<|im_start|>", to: &out)
+            out.append(contentsOf: m.role.utf8)
+            out.append(0x0A)
+            out.append(contentsOf: m.content)
+            out.append(contentsOf: Self.endOfTurn)
         }
-        if addGenerationPrompt { out += Array("<|im_start|>assistant\n".utf8) }
+        if addGenerationPrompt { Self.append("<|im_start|>assistant\n", to: &out) }
         return out
     }
 
     /// What follows a generated answer in the next turn's rendering (so output blocks can be cached).
     public static let endOfTurn = Array("<|im_end|>\n".utf8)
+
+    @inline(__always)
+    static func append(_ text: StaticString, to out: inout [UInt8]) {
+        out.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
 }
 
 struct EngineBodyParser {
@@ -126,7 +147,9 @@ struct EngineBodyParser {
         guard try self.reader.peekKind() == .object else { throw EngineInputError("request body must be a JSON object") }
         try self.reader.beginObject()
         var model: String?
-        var messages: [(role: String, content: [UInt8])]?
+        var rendered: [UInt8] = []
+        var sawMessages = false
+        var messageCount = 0
         var tools: [UInt8]?
         var prompt: [UInt8]?
         var ids: [UInt32]?
@@ -143,7 +166,9 @@ struct EngineBodyParser {
             if r.key(key, equals: "model") {
                 model = try self.string("model")
             } else if r.key(key, equals: "messages"), self.api == .chat {
-                messages = try self.messages()
+                rendered.reserveCapacity(self.reader.buffer.count)
+                messageCount = try self.messages(into: &rendered)
+                sawMessages = true
             } else if r.key(key, equals: "tools"), self.api == .chat {
                 var canonical: [UInt8] = []
                 try CanonicalJSON.appendValue(&self.reader, to: &canonical)
@@ -190,12 +215,12 @@ struct EngineBodyParser {
             }
         }
         try self.reader.expectEnd()
-        let rendered: [UInt8]
         switch self.api {
         case .chat:
-            guard let messages else { throw EngineInputError("'messages' is required") }
-            guard !messages.isEmpty else { throw EngineInputError("'messages' must not be empty") }
-            rendered = ChatTemplate.render(tools: tools, messages: messages, addGenerationPrompt: addGenerationPrompt)
+            guard sawMessages else { throw EngineInputError("'messages' is required") }
+            guard messageCount > 0 else { throw EngineInputError("'messages' must not be empty") }
+            if let tools { rendered.insert(contentsOf: ChatTemplate.render(tools: tools, messages: [], addGenerationPrompt: false), at: 0) }
+            if addGenerationPrompt { ChatTemplate.append("<|im_start|>assistant\n", to: &rendered) }
         case .completions, .generate:
             guard prompt != nil || ids != nil else {
                 throw EngineInputError(self.api == .completions ? "'prompt' is required" : "'text' or 'input_ids' is required")
@@ -234,23 +259,35 @@ struct EngineBodyParser {
         return out
     }
 
-    mutating func messages() throws -> [(role: String, content: [UInt8])] {
+    /// Renders the messages with the template straight into `out`; returns how many there were.
+    mutating func messages(into out: inout [UInt8]) throws -> Int {
         guard try self.reader.peekKind() == .array else { throw EngineInputError("'messages' must be an array") }
         try self.reader.beginArray()
-        var result: [(role: String, content: [UInt8])] = []
+        var count = 0
         var first = true
         while try self.reader.nextElement(first: &first) {
             guard try self.reader.peekKind() == .object else { throw EngineInputError("each message must be an object") }
             try self.reader.beginObject()
             var role: String?
             var content: [UInt8] = []
+            var contentStart: Int?
+            var headerWritten = false
+            ChatTemplate.append("<|im_start|>", to: &out)
             var f = true
             while let key = try self.reader.nextKey(first: &f) {
                 if self.reader.key(key, equals: "role") {
                     role = try self.string("role")
+                    if contentStart == nil, let role {
+                        out.append(contentsOf: role.utf8)
+                        out.append(0x0A)
+                        headerWritten = true
+                    }
                 } else if self.reader.key(key, equals: "content") {
                     switch try self.reader.peekKind() {
-                    case .string: content = try self.text()
+                    case .string:
+                        // The usual case: text straight into the prompt (the role goes in front after).
+                        contentStart = out.count
+                        try self.reader.appendCanonicalString(to: &out, decodeEscapes: true)
                     case .null: _ = try self.reader.readNullIfPresent()
                     case .array:
                         // Text parts joined by newlines; other parts become a placeholder.
@@ -287,9 +324,20 @@ struct EngineBodyParser {
                 }
             }
             guard let role else { throw EngineInputError("each message needs a 'role'") }
-            result.append((role, content))
+            if !headerWritten {
+                // Rare: content came before role.
+                let header = Array(role.utf8) + [0x0A]
+                if let start = contentStart {
+                    out.insert(contentsOf: header, at: start)
+                } else {
+                    out.append(contentsOf: header)
+                }
+            }
+            out.append(contentsOf: content)
+            out.append(contentsOf: ChatTemplate.endOfTurn)
+            count += 1
         }
-        return result
+        return count
     }
 
     /// A prompt: text, a list of texts (joined), token ids, or lists of token ids (first list).

@@ -53,6 +53,12 @@ public struct EngineEvent: Sendable, Equatable {
     public var id: Int
     public var kind: Kind
     public var time: Double
+
+    public init(id: Int, kind: Kind, time: Double) {
+        self.id = id
+        self.kind = kind
+        self.time = time
+    }
 }
 
 /// Continuous batching in virtual time, as vLLM's V1 scheduler does it: a running batch of at most

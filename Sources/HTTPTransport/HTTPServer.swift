@@ -1,0 +1,151 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Limits every HTTP listener applies.
+public struct HTTPServerLimits: Sendable, Equatable {
+    /// Largest request head (request line + headers); a larger one is refused (431).
+    public var maxHeaderBytes: Int
+    /// Open connections at most; more are closed as they arrive.
+    public var maxConnections: Int
+
+    public init(maxHeaderBytes: Int = 64 << 10, maxConnections: Int = 10_000) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxConnections = maxConnections
+    }
+}
+
+/// An HTTP/1.1 listener on SwiftNIO.
+///
+/// Each connection gets NIO's server pipeline (request decoding with the header limit, response
+/// encoding, pipelining assistance, error handling) followed by the handlers `handlers` makes.
+/// The handlers stay on the connection's event loop: no task or loop hop per request.
+///
+/// `shutdown(gracefulWithin:)` stops accepting, asks every connection to close once its current
+/// response is done (NIO's quiescing), waits up to the deadline, then closes what is left.
+public final class HTTPServer: Sendable {
+    public let channel: any Channel
+    let connections: ConnectionRegistry
+    let logger: Logger
+
+    /// The port actually bound (useful with port 0).
+    public var port: Int { self.channel.localAddress?.port ?? 0 }
+
+    /// Connections open now.
+    public var connectionCount: Int { self.connections.count }
+
+    init(channel: any Channel, connections: ConnectionRegistry, logger: Logger) {
+        self.channel = channel
+        self.connections = connections
+        self.logger = logger
+    }
+
+    /// Binds a listener. `handlers` runs on each new connection's event loop and returns the
+    /// handlers to put after the HTTP codec.
+    public static func bind(
+        group: any EventLoopGroup,
+        host: String,
+        port: Int,
+        limits: HTTPServerLimits = HTTPServerLimits(),
+        logger: Logger,
+        handlers: @escaping @Sendable (any Channel) throws -> [any ChannelHandler]
+    ) async throws -> HTTPServer {
+        let registry = ConnectionRegistry(limit: limits.maxConnections)
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
+        decoderLimits.maxHeaderListSize = limits.maxHeaderBytes
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.allowRemoteHalfClosure, value: false)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(ConnectionTracker(registry: registry))
+                    try sync.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true,
+                        withErrorHandling: true,
+                        withOutboundHeaderValidation: false,
+                        withEncoderConfiguration: .init(),
+                        withDecoderLimitConfiguration: decoderLimits
+                    )
+                    try sync.addHandlers(try handlers(channel))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        return HTTPServer(channel: channel, connections: registry, logger: logger)
+    }
+
+    /// Stops accepting and drains: connections close after their current response; whatever is
+    /// still open after `seconds` is closed.
+    public func shutdown(gracefulWithin seconds: Double) async {
+        try? await self.channel.close()
+        for child in self.connections.all {
+            child.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(seconds * 1e9))
+        while self.connections.count > 0, NIODeadline.now() < deadline {
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        let left = self.connections.all
+        if !left.isEmpty {
+            self.logger.warning("drain deadline reached; closing open connections", metadata: ["connections": "\(left.count)"])
+        }
+        for child in left { child.close(promise: nil) }
+    }
+}
+
+/// The open connections of a listener.
+final class ConnectionRegistry: Sendable {
+    let limit: Int
+    private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    var count: Int { self.channels.withLockedValue { $0.count } }
+    var all: [any Channel] { self.channels.withLockedValue { Array($0.values) } }
+
+    /// Adds a connection; false when the limit is reached.
+    func add(_ channel: any Channel) -> Bool {
+        self.channels.withLockedValue { channels in
+            guard channels.count < self.limit else { return false }
+            channels[ObjectIdentifier(channel)] = channel
+            return true
+        }
+    }
+
+    func remove(_ channel: any Channel) {
+        _ = self.channels.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+}
+
+/// Registers its connection while it is open; closes connections beyond the limit at once.
+final class ConnectionTracker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    let registry: ConnectionRegistry
+
+    init(registry: ConnectionRegistry) {
+        self.registry = registry
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard self.registry.add(context.channel) else {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.registry.remove(context.channel)
+        context.fireChannelInactive()
+    }
+}
