@@ -11,13 +11,21 @@ let package = Package(
     name: "cacheroute-benchmarks",
     platforms: [.macOS(.v15)],
     dependencies: [
-        .package(path: "..")
+        .package(path: ".."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .executableTarget(
             name: "DecisionBench",
             dependencies: [
                 .product(name: "RoutingCore", package: root),
+            ]
+        ),
+        .executableTarget(
+            name: "HeadBench",
+            dependencies: [
+                .product(name: "HTTPTransport", package: root),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
     ]

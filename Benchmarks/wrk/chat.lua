@@ -23,3 +23,10 @@ request = function()
   return wrk.format("POST", "/v1/chat/completions",
     {["Content-Type"] = "application/json", ["X-Session-ID"] = sessions[i]}, bodies[i])
 end
+
+-- Paced mode (added latency at a moderate rate): each connection waits WRK_DELAY_MS between
+-- requests, so c connections send about c * 1000 / WRK_DELAY_MS requests per second.
+local pace = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if pace then
+  delay = function() return pace end
+end

@@ -19,7 +19,7 @@ public struct HTTPServerLimits: Sendable, Equatable {
 
 /// An HTTP/1.1 listener on SwiftNIO.
 ///
-/// Each connection gets NIO's server pipeline (request decoding with the header limit, response
+/// With the `.http1` codec each connection gets NIO's server pipeline (request decoding with the header limit, response
 /// encoding, pipelining assistance, error handling) followed by the handlers `handlers` makes.
 /// The handlers stay on the connection's event loop: no task or loop hop per request.
 ///
@@ -42,20 +42,31 @@ public final class HTTPServer: Sendable {
         self.logger = logger
     }
 
+    /// What sits between the socket and a connection's handlers.
+    public enum Codec: Sendable {
+        /// NIO's HTTP/1.1 server pipeline: handlers see `HTTPServerRequestPart`s.
+        case http1
+        /// Nothing: handlers see the bytes and speak HTTP themselves (the proxy's data plane).
+        /// They must honour `ChannelShouldQuiesceEvent` for graceful shutdown.
+        case bytes
+    }
+
     /// Binds a listener. `handlers` runs on each new connection's event loop and returns the
-    /// handlers to put after the HTTP codec.
+    /// handlers to put after the codec.
     public static func bind(
         group: any EventLoopGroup,
         host: String,
         port: Int,
         limits: HTTPServerLimits = HTTPServerLimits(),
+        codec: Codec = .http1,
         logger: Logger,
         handlers: @escaping @Sendable (any Channel) throws -> [any ChannelHandler]
     ) async throws -> HTTPServer {
         let registry = ConnectionRegistry(limit: limits.maxConnections)
-        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-        decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
-        decoderLimits.maxHeaderListSize = limits.maxHeaderBytes
+        var configured = NIOHTTPDecoderLimitConfiguration()
+        configured.maxHeaderFieldSize = limits.maxHeaderBytes
+        configured.maxHeaderListSize = limits.maxHeaderBytes
+        let decoderLimits = configured
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -66,13 +77,15 @@ public final class HTTPServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ConnectionTracker(registry: registry))
-                    try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true,
-                        withErrorHandling: true,
-                        withOutboundHeaderValidation: false,
-                        withEncoderConfiguration: .init(),
-                        withDecoderLimitConfiguration: decoderLimits
-                    )
+                    if case .http1 = codec {
+                        try sync.configureHTTPServerPipeline(
+                            withPipeliningAssistance: true,
+                            withErrorHandling: true,
+                            withOutboundHeaderValidation: false,
+                            withEncoderConfiguration: .init(),
+                            withDecoderLimitConfiguration: decoderLimits
+                        )
+                    }
                     try sync.addHandlers(try handlers(channel))
                 }
             }

@@ -20,28 +20,28 @@ extension Router {
         let (pool, match) = fleet.pool(for: model)
         let members = pool.ring.members
         guard !members.isEmpty else {
-            return RoutingDecision(replica: nil, tier: .fallback, reason: "no healthy replica", poolMatch: match)
+            return RoutingDecision(replica: nil, tier: .fallback, note: "no healthy replica", poolMatch: match)
         }
         let miss = (try? keys.get())?.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken) ?? 0
         switch policy {
         case .roundRobin:
             let pick = members[Int(counter % UInt64(members.count))]
-            return RoutingDecision(replica: pick, tier: .fallback, reason: "round-robin", poolMatch: match, missTokens: miss)
+            return RoutingDecision(replica: pick, tier: .fallback, note: "round-robin", poolMatch: match, missTokens: miss)
         case .random:
             let pick = members[Int(SplitMix64.mix(counter) % UInt64(members.count))]
-            return RoutingDecision(replica: pick, tier: .fallback, reason: "random", poolMatch: match, missTokens: miss)
+            return RoutingDecision(replica: pick, tier: .fallback, note: "random", poolMatch: match, missTokens: miss)
         case .leastLoaded:
-            var decision = self.leastLoaded(pool, fleet: fleet, reason: "least-loaded", match: match)
+            var decision = self.leastLoaded(pool, fleet: fleet, note: "least-loaded", match: match)
             decision.missTokens = miss
             return decision
         case .sessionHash:
             guard let keys = try? keys.get(), let session = keys.session, let pick = pool.ring.owner(of: session.key)
             else {
-                var decision = self.leastLoaded(pool, fleet: fleet, reason: "no session key", match: match)
+                var decision = self.leastLoaded(pool, fleet: fleet, note: "no session key", match: match)
                 decision.missTokens = miss
                 return decision
             }
-            return RoutingDecision(replica: pick, tier: .session, reason: "session hash", poolMatch: match, missTokens: miss)
+            return RoutingDecision(replica: pick, tier: .session, note: "session hash", poolMatch: match, missTokens: miss)
         }
     }
 }

@@ -92,19 +92,23 @@ struct PromptPieces {
         let previous = fullBlocks == 0 ? seed : chain[fullBlocks - 1]
         let start = fullBlocks * blockBytes
         guard length > start else { return previous }
-        var partial: [UInt8] = []
-        partial.reserveCapacity(length - start)
-        self.withPieces { pieces in
-            var base = 0
-            for piece in pieces {
-                let lo = max(start, base)
-                let hi = min(length, base + piece.count)
-                if lo < hi {
-                    partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: piece[(lo - base)..<(hi - base)]))
+        // At most one block: staged in a temporary (stack) buffer.
+        return withUnsafeTemporaryAllocation(byteCount: length - start, alignment: 8) { partial in
+            var filled = 0
+            self.withPieces { pieces in
+                var base = 0
+                for piece in pieces {
+                    let lo = max(start, base)
+                    let hi = min(length, base + piece.count)
+                    if lo < hi {
+                        let bytes = UnsafeRawBufferPointer(rebasing: piece[(lo - base)..<(hi - base)])
+                        UnsafeMutableRawBufferPointer(rebasing: partial[filled...]).copyMemory(from: bytes)
+                        filled += bytes.count
+                    }
+                    base += piece.count
                 }
-                base += piece.count
             }
+            return XXH3.hash(UnsafeRawBufferPointer(rebasing: partial[0..<filled]), seed: previous)
         }
-        return XXH3.hash(partial, seed: previous)
     }
 }

@@ -39,8 +39,9 @@ public struct ReplicaSpec: Sendable, Hashable {
 
 /// Membership, health and rings as one immutable value, rebuilt and swapped whole so they never
 /// disagree. Routing reads it without locks; a change (reload, discovery, a health transition)
-/// builds a new one.
-public struct FleetSnapshot: Sendable {
+/// builds a new one. Immutable, so a class behaves as a value: passing it on per request is one
+/// reference count instead of one per array it holds.
+public final class FleetSnapshot: Sendable {
     /// Every replica, routable or not. Positions are "fleet indices".
     public let replicas: [ReplicaSpec]
     /// Stable identity of each replica across snapshots (same name, same id), for per-replica state.
@@ -59,9 +60,14 @@ public struct FleetSnapshot: Sendable {
     public let nextID: Int
 
     /// A set of replicas and the ring over its routable members.
-    public struct Pool: Sendable {
+    public final class Pool: Sendable {
         public let members: [Int]
         public let ring: HashRing
+
+        init(members: [Int], ring: HashRing) {
+            self.members = members
+            self.ring = ring
+        }
     }
 
     /// Builds a snapshot. Ids carry over from `previous` by name.

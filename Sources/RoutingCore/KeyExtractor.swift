@@ -105,7 +105,7 @@ struct BodyParser {
         self.reader = reader
         self.api = api
         self.rules = rules
-        self.sessionPaths = rules.sessionBodyFields.map { $0.split(separator: ".").map { Array($0.utf8) } }
+        self.sessionPaths = rules.sessionPaths
         self.main.reserveCapacity(reader.buffer.count + 64)
     }
 
@@ -182,6 +182,9 @@ struct BodyParser {
     }
 
     typealias Tag = KeyExtractor.Tag
+    static let system = Array("system".utf8)
+    static let developer = Array("developer".utf8)
+    static let user = Array("user".utf8)
 
     // MARK: - Scope, head, options
 
@@ -315,7 +318,7 @@ struct BodyParser {
                 self.main.append(UInt8(ascii: ","))
             }
         }
-        let isInstruction = role == Array("system".utf8) || role == Array("developer".utf8)
+        let isInstruction = role == Self.system || role == Self.developer
         if self.leadingInstructions {
             if isInstruction {
                 self.instructionEndInMain = self.main.count
@@ -323,7 +326,7 @@ struct BodyParser {
                 self.leadingInstructions = false
             }
         }
-        if self.firstUserEndInMain == nil, role == Array("user".utf8) {
+        if self.firstUserEndInMain == nil, role == Self.user {
             self.firstUserEndInMain = self.main.count
         }
     }
@@ -557,16 +560,28 @@ struct BodyParser {
 
     /// Model, salt and template options, each tagged and terminated, in a fixed order.
     func scopeHash() -> UInt64 {
-        var bytes: [UInt8] = Array("cacheroute.scope.v1".utf8)
-        bytes.append(0)
-        bytes.append(UInt8(ascii: "m"))
-        if let model { bytes.append(contentsOf: model.utf8) }
-        bytes.append(0)
-        for part in self.scopeParts.sorted(by: { $0.tag < $1.tag }) {
-            bytes.append(part.tag)
-            bytes.append(contentsOf: part.bytes)
-            bytes.append(0)
+        let parts = self.scopeParts.count > 1 ? self.scopeParts.sorted(by: { $0.tag < $1.tag }) : self.scopeParts
+        let size = Self.scopeTag.count + 2 + (self.model?.utf8.count ?? 0) + 1 + parts.reduce(0) { $0 + $1.bytes.count + 2 }
+        // Staged in a temporary buffer (on the stack when small): one hash, no array per request.
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: size) { out in
+            var n = 0
+            func put(_ byte: UInt8) {
+                out[n] = byte
+                n += 1
+            }
+            for byte in Self.scopeTag { put(byte) }
+            put(0)
+            put(UInt8(ascii: "m"))
+            if let model { for byte in model.utf8 { put(byte) } }
+            put(0)
+            for part in parts {
+                put(part.tag)
+                for byte in part.bytes { put(byte) }
+                put(0)
+            }
+            return XXH3.hash(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: out[0..<n])))
         }
-        return XXH3.hash(bytes)
     }
+
+    static let scopeTag: [UInt8] = Array("cacheroute.scope.v1".utf8)
 }

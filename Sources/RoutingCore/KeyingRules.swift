@@ -13,7 +13,15 @@ public struct KeyingRules: Sendable, Equatable {
     /// Request headers that carry an explicit session id, in priority order (lower-case).
     public var sessionHeaders: [String]
     /// Body fields that carry an explicit session id, in priority order; dotted paths reach into objects.
-    public var sessionBodyFields: [String]
+    public var sessionBodyFields: [String] {
+        didSet { self.sessionPaths = Self.paths(self.sessionBodyFields) }
+    }
+    /// `sessionBodyFields` split into path components, as bytes (computed once, not per request).
+    public private(set) var sessionPaths: [[[UInt8]]] = []
+
+    static func paths(_ fields: [String]) -> [[[UInt8]]] {
+        fields.map { $0.split(separator: ".").map { Array($0.utf8) } }
+    }
     /// Bodies larger than this are not keyed (fallback routing), bounding the work per request.
     public var maxKeyBytes: Int
 
@@ -34,6 +42,7 @@ public struct KeyingRules: Sendable, Equatable {
         self.rawSessionBytes = rawSessionBytes
         self.sessionHeaders = sessionHeaders.map { $0.lowercased() }
         self.sessionBodyFields = sessionBodyFields
+        self.sessionPaths = Self.paths(sessionBodyFields)
         self.maxKeyBytes = maxKeyBytes
     }
 

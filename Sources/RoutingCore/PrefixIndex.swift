@@ -5,7 +5,7 @@
 /// a prompt's first blocks the most recent: eviction eats prefixes from their tail, as the engine's
 /// LRU does, and the set stays prefix-closed enough to binary-search the matched depth.
 public struct PrefixIndex: Sendable {
-    var slices: [Int: BlockLRU] = [:]
+    var slices = ReplicaTable<BlockLRU>()
 
     public init() {}
 
@@ -16,16 +16,22 @@ public struct PrefixIndex: Sendable {
     /// conversation, and the next turn should find it there.
     public mutating func record(_ chain: [UInt64], session: UInt64? = nil, replicaID id: Int, capacityBlocks: Int) {
         guard !chain.isEmpty || session != nil, capacityBlocks > 0 else { return }
-        var slice = self.slices.removeValue(forKey: id) ?? BlockLRU(capacity: capacityBlocks)
-        slice.setCapacity(capacityBlocks)
-        for hash in chain.reversed() { slice.touch(hash) }
-        if let session { slice.touch(Self.sessionEntry(session)) }
-        self.slices[id] = slice
+        self.slices.modify(id, default: { BlockLRU(capacity: capacityBlocks) }) { slice in
+            slice.setCapacity(capacityBlocks)
+            for hash in chain.reversed() { slice.touch(hash) }
+            if let session { slice.touch(Self.sessionEntry(session)) }
+        }
     }
 
     /// Whether replica `id` recently received a request of this session.
     public func hasSeen(session: UInt64, replicaID id: Int) -> Bool {
-        self.slices[id]?.contains(Self.sessionEntry(session)) ?? false
+        self.withSlice(id) { $0.contains(Self.sessionEntry(session)) } ?? false
+    }
+
+    /// Reads a replica's slice in place (no copy of its arrays per candidate per request).
+    @inline(__always)
+    func withSlice<R>(_ id: Int, _ body: (borrowing BlockLRU) -> R) -> R? {
+        self.slices.read(id, body)
     }
 
     @inline(__always)
@@ -35,26 +41,29 @@ public struct PrefixIndex: Sendable {
 
     /// How many leading blocks of `chain` replica `id` probably holds.
     public func matchedBlocks(_ chain: [UInt64], replicaID id: Int) -> Int {
-        guard let slice = self.slices[id], !chain.isEmpty, slice.contains(chain[0]) else { return 0 }
-        var lo = 0
-        var hi = chain.count
-        while lo + 1 < hi {
-            let mid = (lo + hi) >> 1
-            if slice.contains(chain[mid]) { lo = mid } else { hi = mid }
-        }
-        return lo + 1
+        guard !chain.isEmpty else { return 0 }
+        return self.withSlice(id) { slice in
+            guard slice.contains(chain[0]) else { return 0 }
+            var lo = 0
+            var hi = chain.count
+            while lo + 1 < hi {
+                let mid = (lo + hi) >> 1
+                if slice.contains(chain[mid]) { lo = mid } else { hi = mid }
+            }
+            return lo + 1
+        } ?? 0
     }
 
     /// Drops what is known about replicas not in `ids` (they left the fleet).
     public mutating func retain(replicaIDs ids: Set<Int>) {
-        for id in self.slices.keys where !ids.contains(id) { self.slices[id] = nil }
+        self.slices.removeAll { id, _ in !ids.contains(id) }
     }
 
     /// Number of blocks held for replica `id`.
-    public func count(replicaID id: Int) -> Int { self.slices[id]?.count ?? 0 }
+    public func count(replicaID id: Int) -> Int { self.slices.read(id) { $0.count } ?? 0 }
 
     /// Blocks held over all replicas (bounded by the sum of capacities).
-    public var totalBlocks: Int { self.slices.values.reduce(0) { $0 + $1.count } }
+    public var totalBlocks: Int { self.slices.allValues.reduce(0) { $0 + $1.count } }
 }
 
 /// A fixed-capacity LRU set of 64-bit hashes, in flat arrays: an open-addressing table (linear

@@ -11,9 +11,9 @@ public struct Router: Sendable {
     public var index = PrefixIndex()
     public var spill: SpillTracker
     /// Load per replica id.
-    var loads: [Int: ReplicaLoad] = [:]
+    var loads = ReplicaTable<ReplicaLoad>()
     /// Probed KV capacity per replica id (tokens).
-    var probedCacheTokens: [Int: Int] = [:]
+    var probedCacheTokens = ReplicaTable<Int>()
 
     public init(settings: RoutingSettings = RoutingSettings()) {
         self.settings = settings
@@ -39,20 +39,20 @@ public struct Router: Sendable {
         kvUsage: Double?,
         cacheTokens: Int?
     ) {
-        var load = self.loads[id] ?? ReplicaLoad()
-        load.probedWaiting = waiting
-        load.probedRunning = running
-        load.kvUsage = kvUsage
-        self.loads[id] = load
-        if let cacheTokens, cacheTokens > 0 { self.probedCacheTokens[id] = cacheTokens }
+        self.loads.modify(id, default: { ReplicaLoad() }) { load in
+            load.probedWaiting = waiting
+            load.probedRunning = running
+            load.kvUsage = kvUsage
+        }
+        if let cacheTokens, cacheTokens > 0 { self.probedCacheTokens.modify(id, default: { cacheTokens }) { $0 = cacheTokens } }
     }
 
     /// Forgets state of replicas that left the fleet (bounded memory under membership churn).
     public mutating func retain(fleet: FleetSnapshot) {
         let ids = Set(fleet.ids)
         self.index.retain(replicaIDs: ids)
-        self.loads = self.loads.filter { ids.contains($0.key) || $0.value.inFlight > 0 }
-        self.probedCacheTokens = self.probedCacheTokens.filter { ids.contains($0.key) }
+        self.loads.removeAll { id, load in !ids.contains(id) && load.inFlight == 0 }
+        self.probedCacheTokens.removeAll { id, _ in !ids.contains(id) }
     }
 
     /// Blocks of the prefix index for a replica: its KV capacity over the tokens per block.
@@ -92,7 +92,7 @@ public struct Router: Sendable {
             return self.leastLoaded(
                 pool.pool,
                 fleet: fleet,
-                reason: "request not keyed (\(error.kind.rawValue): \(error.message))",
+                note: "request not keyed (\(error.kind.rawValue): \(error.message))",
                 match: pool.match
             )
         case .success(let k):
@@ -104,7 +104,7 @@ public struct Router: Sendable {
             return RoutingDecision(
                 replica: nil,
                 tier: .fallback,
-                reason: pool.members.isEmpty ? "no replica serves this model" : "no healthy replica in the pool",
+                note: pool.members.isEmpty ? "no replica serves this model" : "no healthy replica in the pool",
                 poolMatch: match
             )
         }
@@ -116,21 +116,20 @@ public struct Router: Sendable {
         var order: [Int] = []
         var groupCount = 1
         var baseCount = 1
-        var basis: String
+        var basis = RoutingDecision.Basis.none
         var pinned = false
+        let ringKey = keys.session?.key ?? keys.chain.first ?? keys.scope
         if let rule = placement.pinned.first(where: { $0.matches(keys, header: header) }) {
             let members = rule.replicas.compactMap { fleet.index(of: $0) }.filter { fleet.routable[$0] }
-            basis = "pinned group '\(rule.name)'"
             if !members.isEmpty {
                 order = self.rank(members, session: keys.session, fleet: fleet)
                 groupCount = order.count
                 baseCount = order.count
                 pinned = true
+                basis = .pinned(rule.name)
             } else {
-                basis += " has no healthy member; ordinary placement"
+                basis = .pinnedGroupDown(rule.name)
             }
-        } else {
-            basis = ""
         }
         if order.isEmpty {
             if let instruction = keys.instruction {
@@ -140,11 +139,10 @@ public struct Router: Sendable {
                 baseCount = min(placement.groupSize, group.count)
                 groupCount = group.count
                 order = self.rank(group, session: keys.session, fleet: fleet) + walk.dropFirst(width)
-                basis += (basis.isEmpty ? "" : "; ") + "group of \(group.count) for instruction key \(instruction.key.hex16)"
-                if group.count > baseCount { basis += " (widened from \(baseCount): hot prefix)" }
+                if case .none = basis { basis = .group(key: instruction.key, members: group.count, base: baseCount) }
             } else {
-                order = ring.successors(of: keys.session?.key ?? keys.chain.first ?? keys.scope, limit: limit)
-                basis += (basis.isEmpty ? "" : "; ") + (keys.session != nil ? "session ring position" : "prompt ring position")
+                order = ring.successors(of: ringKey, limit: limit)
+                if case .none = basis { basis = keys.session != nil ? .sessionRing : .promptRing }
             }
         }
         order = Array(order.prefix(max(limit, groupCount)))
@@ -222,7 +220,7 @@ public struct Router: Sendable {
             var decision = self.leastLoaded(
                 pool,
                 fleet: fleet,
-                reason: "every candidate is ineligible ("
+                note: "every candidate is ineligible ("
                     + candidates.compactMap { c in c.ineligibleBecause.map { "\(fleet.replicas[c.replica].name): \($0)" } }
                     .joined(separator: "; ") + ")",
                 match: match
@@ -245,38 +243,20 @@ public struct Router: Sendable {
         }
 
         let pick = candidates[chosen]
-        let name = fleet.replicas[pick.replica].name
-        var reason = basis + ": "
-        if chosen == 0 {
-            reason += "first choice \(name)"
-        } else {
-            reason += "\(name) chosen over "
-                + candidates[..<chosen].map { c in
-                    "\(fleet.replicas[c.replica].name) (" + (c.ineligibleBecause ?? "est. " + String(format1: c.cost * 1000, " ms")) + ")"
-                }.joined(separator: ", ")
-        }
-        if known {
-            reason += "; holds \(pick.cachedTokens) of \(promptTokens) prompt tokens"
-            if !holds[chosen] { reason += " (moved away from its cache)" }
-        } else {
-            reason += "; index knows nothing of this conversation (least cost of the first \(max(1, placement.freshChoices)) in hash order)"
-        }
-
-        var retry = candidates.enumerated().filter { $0.offset != chosen && $0.element.eligible }
-            .sorted { $0.element.cost == $1.element.cost ? $0.offset < $1.offset : $0.element.cost < $1.element.cost }
-            .map(\.element.replica)
-        retry += ring.successors(of: keys.session?.key ?? keys.scope, limit: ring.members.count)
-            .filter { $0 != pick.replica && !retry.contains($0) }
-
         return RoutingDecision(
             replica: pick.replica,
             tier: tier,
-            reason: reason,
             candidates: candidates,
-            retryOrder: retry,
             groupWidth: keys.instruction == nil ? 0 : groupCount,
             poolMatch: match,
-            missTokens: promptTokens - pick.cachedTokens
+            missTokens: promptTokens - pick.cachedTokens,
+            basis: basis,
+            chosenCandidate: chosen,
+            known: known,
+            movedFromCache: known && !holds[chosen],
+            promptTokens: promptTokens,
+            freshChoices: max(1, placement.freshChoices),
+            ringKey: ringKey
         )
     }
 
@@ -303,23 +283,37 @@ public struct Router: Sendable {
     /// Members ordered by rendezvous score for the session (ring order without a session).
     func rank(_ members: [Int], session: SessionKey?, fleet: FleetSnapshot) -> [Int] {
         guard let session, members.count > 1 else { return members }
-        return members.map { m in
-            (m, Rendezvous.score(key: session.key, replicaSeed: fleet.nameSeeds[m], weight: fleet.replicas[m].weight))
+        // Equal weights order by the hash alone (the score is monotonic in it): no logarithm.
+        let weight = fleet.replicas[members[0]].weight
+        let equal = members.allSatisfy { fleet.replicas[$0].weight == weight }
+        var scored: [(member: Int, score: Double)] = []
+        scored.reserveCapacity(members.count)
+        for m in members {
+            let score = equal
+                ? Double(XXH3.hash(session.key, seed: fleet.nameSeeds[m]) >> 11)
+                : Rendezvous.score(key: session.key, replicaSeed: fleet.nameSeeds[m], weight: fleet.replicas[m].weight)
+            // Insertion sort: a group has a handful of members.
+            var i = scored.count
+            scored.append((m, score))
+            while i > 0, scored[i - 1].score < score {
+                scored[i] = scored[i - 1]
+                i -= 1
+            }
+            scored[i] = (m, score)
         }
-        .sorted { $0.1 > $1.1 }
-        .map(\.0)
+        return scored.map(\.member)
     }
 
     /// The least-loaded routable member of a pool (fewest in flight, then fewest waiting, then name).
     func leastLoaded(
         _ pool: FleetSnapshot.Pool,
         fleet: FleetSnapshot,
-        reason: String,
+        note: String,
         match: FleetSnapshot.PoolMatch
     ) -> RoutingDecision {
         let routable = pool.members.filter { fleet.routable[$0] }
         guard !routable.isEmpty else {
-            return RoutingDecision(replica: nil, tier: .fallback, reason: "no healthy replica", poolMatch: match)
+            return RoutingDecision(replica: nil, tier: .fallback, note: "no healthy replica", poolMatch: match)
         }
         let ordered = routable.sorted { a, b in
             let la = self.load(replicaID: fleet.ids[a])
@@ -328,13 +322,7 @@ public struct Router: Sendable {
             if (la.probedWaiting ?? 0) != (lb.probedWaiting ?? 0) { return (la.probedWaiting ?? 0) < (lb.probedWaiting ?? 0) }
             return fleet.replicas[a].name < fleet.replicas[b].name
         }
-        return RoutingDecision(
-            replica: ordered[0],
-            tier: .fallback,
-            reason: "\(reason): least-loaded \(fleet.replicas[ordered[0]].name)",
-            retryOrder: Array(ordered.dropFirst()),
-            poolMatch: match
-        )
+        return RoutingDecision(replica: ordered[0], tier: .fallback, note: note, poolMatch: match, ringKey: 0)
     }
 
     // MARK: - Commit and completion
@@ -373,10 +361,10 @@ public struct Router: Sendable {
                 )
             }
         }
-        var load = self.loads[id] ?? ReplicaLoad()
-        load.inFlight += 1
-        load.pendingPrefillTokens += pending
-        self.loads[id] = load
+        self.loads.modify(id, default: { ReplicaLoad() }) { load in
+            load.inFlight += 1
+            load.pendingPrefillTokens += pending
+        }
         return PlacementTicket(replicaID: id, pendingTokens: pending)
     }
 
@@ -384,17 +372,17 @@ public struct Router: Sendable {
     public mutating func firstByte(_ ticket: inout PlacementTicket) {
         guard !ticket.firstByteSeen else { return }
         ticket.firstByteSeen = true
-        var load = self.loads[ticket.replicaID] ?? ReplicaLoad()
-        load.pendingPrefillTokens = max(0, load.pendingPrefillTokens - ticket.pendingTokens)
-        self.loads[ticket.replicaID] = load
+        self.loads.modify(ticket.replicaID, default: { ReplicaLoad() }) { load in
+            load.pendingPrefillTokens = max(0, load.pendingPrefillTokens - ticket.pendingTokens)
+        }
     }
 
     /// The request ended (success, failure or cancel).
     public mutating func finish(_ ticket: PlacementTicket) {
-        var load = self.loads[ticket.replicaID] ?? ReplicaLoad()
-        load.inFlight = max(0, load.inFlight - 1)
-        if !ticket.firstByteSeen { load.pendingPrefillTokens = max(0, load.pendingPrefillTokens - ticket.pendingTokens) }
-        self.loads[ticket.replicaID] = load
+        self.loads.modify(ticket.replicaID, default: { ReplicaLoad() }) { load in
+            load.inFlight = max(0, load.inFlight - 1)
+            if !ticket.firstByteSeen { load.pendingPrefillTokens = max(0, load.pendingPrefillTokens - ticket.pendingTokens) }
+        }
     }
 }
 

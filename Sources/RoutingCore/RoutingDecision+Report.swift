@@ -9,7 +9,7 @@ extension RoutingDecision {
             .init("replica", self.replica.map { .string(fleet.replicas[$0].name) } ?? .null),
             .init("url", self.replica.map { .string(fleet.replicas[$0].url) } ?? .null),
             .init("tier", .string(self.tier.rawValue)),
-            .init("reason", .string(self.reason)),
+            .init("reason", .string(self.reason(in: fleet))),
         ]
         switch keys {
         case .success(let k):
@@ -53,7 +53,7 @@ extension RoutingDecision {
                     }
                 )
             ),
-            .init("retry_order", .array(self.retryOrder.map { .string(fleet.replicas[$0].name) })),
+            .init("retry_order", .array(self.retryOrder(in: fleet, model: try? keys.get().model).map { .string(fleet.replicas[$0].name) })),
         ]
         return .object(members)
     }

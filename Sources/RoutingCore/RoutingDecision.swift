@@ -1,3 +1,5 @@
+import XXHash
+
 /// What made a routing decision: the tiers of the routing model.
 public enum Tier: String, Sendable, CaseIterable {
     /// Tier 1: the shared-instruction group chose the replica (no session preference, or load moved it within the group).
@@ -47,41 +49,129 @@ public struct Candidate: Sendable, Equatable {
 }
 
 /// Where a request goes and why.
+///
+/// The decision keeps the facts behind it; `reason(in:)` renders them as a sentence only when a
+/// person asks (explain, logs), so the hot path formats no text.
 public struct RoutingDecision: Sendable {
     /// Fleet index of the chosen replica; nil when no replica is routable (answer 503).
     public var replica: Int?
     public var tier: Tier
-    /// One line a person can read: the rule that decided and the facts it used.
-    public var reason: String
     /// The replicas considered, in preference order (group by session rank, then the ring).
     public var candidates: [Candidate]
-    /// Where to retry if the chosen replica fails before the first byte, in order.
-    public var retryOrder: [Int]
     /// Members of the instruction group (after any widening); 0 without an instruction key.
     public var groupWidth: Int
     /// How the model was matched to a pool.
     public var poolMatch: FleetSnapshot.PoolMatch
     /// Estimated prompt tokens the chosen replica lacks (the prefill it will do).
     public var missTokens: Int
+    /// What the placement rested on (rendered by `reason(in:)`).
+    public var basis: Basis
+    /// Position of the chosen replica among `candidates` (nil for fallback and no-replica decisions).
+    public var chosenCandidate: Int?
+    /// Whether the index held any of this conversation on some candidate.
+    public var known: Bool
+    /// Whether the chosen replica does not hold the conversation the index knows of.
+    public var movedFromCache: Bool
+    public var promptTokens: Int
+    public var freshChoices: Int
+    /// The session or prompt key whose ring order backs retries.
+    public var ringKey: UInt64
+    /// A rare path's reason in words (fallback, no replica).
+    public var note: String?
+
+    /// What a placement rested on.
+    public enum Basis: Sendable, Equatable {
+        case pinned(String)
+        case pinnedGroupDown(String)
+        case group(key: UInt64, members: Int, base: Int)
+        case sessionRing
+        case promptRing
+        case none
+    }
 
     public init(
         replica: Int?,
         tier: Tier,
-        reason: String,
+        note: String? = nil,
         candidates: [Candidate] = [],
-        retryOrder: [Int] = [],
         groupWidth: Int = 0,
         poolMatch: FleetSnapshot.PoolMatch = .listed,
-        missTokens: Int = 0
+        missTokens: Int = 0,
+        basis: Basis = .none,
+        chosenCandidate: Int? = nil,
+        known: Bool = false,
+        movedFromCache: Bool = false,
+        promptTokens: Int = 0,
+        freshChoices: Int = 1,
+        ringKey: UInt64 = 0
     ) {
         self.replica = replica
         self.tier = tier
-        self.reason = reason
+        self.note = note
         self.candidates = candidates
-        self.retryOrder = retryOrder
         self.groupWidth = groupWidth
         self.poolMatch = poolMatch
         self.missTokens = missTokens
+        self.basis = basis
+        self.chosenCandidate = chosenCandidate
+        self.known = known
+        self.movedFromCache = movedFromCache
+        self.promptTokens = promptTokens
+        self.freshChoices = freshChoices
+        self.ringKey = ringKey
+    }
+
+    /// One line a person can read: the rule that decided and the facts it used.
+    public func reason(in fleet: FleetSnapshot) -> String {
+        func name(_ replica: Int) -> String { replica < fleet.replicas.count ? fleet.replicas[replica].name : "#\(replica)" }
+        var parts: [String] = []
+        switch self.basis {
+        case .pinned(let group): parts.append("pinned group '\(group)'")
+        case .pinnedGroupDown(let group): parts.append("pinned group '\(group)' has no healthy member; ordinary placement")
+        case .group(let key, let members, let base):
+            parts.append("group of \(members) for instruction key \(key.hex16)" + (members > base ? " (widened from \(base): hot prefix)" : ""))
+        case .sessionRing: parts.append("session ring position")
+        case .promptRing: parts.append("prompt ring position")
+        case .none: break
+        }
+        var text = parts.joined(separator: "; ")
+        if let chosen = self.chosenCandidate, chosen < self.candidates.count {
+            let pick = self.candidates[chosen]
+            text += text.isEmpty ? "" : ": "
+            if chosen == 0 {
+                text += "first choice \(name(pick.replica))"
+            } else {
+                text += "\(name(pick.replica)) chosen over "
+                    + self.candidates[..<chosen].map { c in
+                        "\(name(c.replica)) (" + (c.ineligibleBecause ?? "est. " + String(format1: c.cost * 1000, " ms")) + ")"
+                    }.joined(separator: ", ")
+            }
+            if self.known {
+                text += "; holds \(pick.cachedTokens) of \(self.promptTokens) prompt tokens"
+                if self.movedFromCache { text += " (moved away from its cache)" }
+            } else {
+                text += "; index knows nothing of this conversation (least cost of the first \(self.freshChoices) in hash order)"
+            }
+        }
+        if let note = self.note {
+            text += (text.isEmpty ? "" : "; ") + note
+            if let replica = self.replica { text += ": least-loaded \(name(replica))" }
+        }
+        return text
+    }
+
+    /// Where to retry if the chosen replica fails before the first byte, in order: the other
+    /// eligible candidates by cost, then the rest of the pool in ring order. Computed only when needed.
+    public func retryOrder(in fleet: FleetSnapshot, model: String?) -> [Int] {
+        var order = self.candidates.enumerated()
+            .filter { $0.element.eligible && $0.element.replica != self.replica }
+            .sorted { $0.element.cost == $1.element.cost ? $0.offset < $1.offset : $0.element.cost < $1.element.cost }
+            .map(\.element.replica)
+        let ring = fleet.pool(for: model).pool.ring
+        for r in ring.successors(of: self.ringKey, limit: ring.members.count) where r != self.replica && !order.contains(r) {
+            order.append(r)
+        }
+        return order
     }
 }
 

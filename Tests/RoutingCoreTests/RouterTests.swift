@@ -57,7 +57,7 @@ struct RouterTests {
             let members = Set(d.candidates.filter(\.inGroup).map(\.replica))
             if group == nil { group = members }
             #expect(members == group)
-            #expect(d.tier == .session || d.tier == .group, "\(d.reason)")
+            #expect(d.tier == .session || d.tier == .group, "\(d.reason(in: f))")
             router.finish(ticket!)
         }
         #expect(group?.count == 2)
@@ -78,7 +78,7 @@ struct RouterTests {
         let (second, _) = router.send(body, fleet: f, now: 1)
         #expect(second.replica != preferred)
         #expect(second.tier == .session, "a fresh session's initial placement")
-        #expect(second.reason.contains("load ceiling"), "\(second.reason)")
+        #expect(second.reason(in: f).contains("load ceiling"), "\(second.reason(in: f))")
         #expect(second.candidates.first { $0.replica == preferred }?.eligible == false)
         for t in tickets { router.finish(t) }
         // Once it drains, a fresh session goes back to the hash order.
@@ -97,7 +97,7 @@ struct RouterTests {
         let (next, _) = router.send(conversation(3, turns: 2), fleet: f, now: 2)
         #expect(next.replica != home.replica)
         #expect(next.tier == .spill)
-        #expect(next.reason.contains("moved away from its cache"), "\(next.reason)")
+        #expect(next.reason(in: f).contains("moved away from its cache"), "\(next.reason(in: f))")
         for t in tickets { router.finish(t) }
         let (back, _) = router.send(conversation(3, turns: 2), fleet: f, now: 3)
         #expect(back.tier == .session)
@@ -111,11 +111,11 @@ struct RouterTests {
         router.observeProbe(replicaID: f.ids[preferred], waiting: 500, running: 10, kvUsage: 0.5, cacheTokens: nil)
         let d = router.decide(keys, fleet: f, now: 0)
         #expect(d.replica != preferred)
-        #expect(d.reason.contains("waiting"), "\(d.reason)")
+        #expect(d.reason(in: f).contains("waiting"), "\(d.reason(in: f))")
         router.observeProbe(replicaID: f.ids[preferred], waiting: 0, running: 10, kvUsage: 0.999, cacheTokens: nil)
         let e = router.decide(keys, fleet: f, now: 0)
         #expect(e.replica != preferred)
-        #expect(e.reason.contains("KV cache"), "\(e.reason)")
+        #expect(e.reason(in: f).contains("KV cache"), "\(e.reason(in: f))")
     }
 
     @Test func noEligibleCandidateFallsBackToTheLeastLoaded() {
@@ -127,7 +127,7 @@ struct RouterTests {
         let (d, _) = router.send(conversation(1, turns: 1), fleet: f, now: 0)
         #expect(d.tier == .fallback)
         #expect(d.replica == 0)
-        #expect(d.reason.contains("ineligible"))
+        #expect(d.reason(in: f).contains("ineligible"))
     }
 
     @Test func aHotPrefixWidensItsGroupAndNarrowsWithoutFlapping() {
@@ -205,7 +205,7 @@ struct RouterTests {
         let d = router.decide(keys, fleet: f, now: 0)
         #expect(d.tier == .fallback)
         #expect(d.replica != nil)
-        #expect(d.reason.contains("not keyed"))
+        #expect(d.reason(in: f).contains("not keyed"))
     }
 
     @Test func hugeAndInvalidUTF8BodiesFallBack() {

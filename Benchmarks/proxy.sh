@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Proxy cost, side by side in one run (BENCHMARKS.md): throughput and latency of cacheroute,
+# HAProxy and nginx (consistent hash on X-Session-ID) and the SGLang router (cache_aware) in
+# front of the same four static nginx backends, under the same wrk load (POST ~4 KB chat bodies,
+# 8 system prompts, 1000 sessions, 32 connections). Rounds alternate the targets; the table
+# shows medians and ratios. Then the latency each proxy adds over direct at a fixed moderate
+# rate (wrk with paced connections: each waits between requests, so no queueing builds up).
+#
+# usage: Benchmarks/proxy.sh [--rounds N] [--seconds S] [--rate R] [--peers "haproxy nginx sglang"]
+# Installs wrk, nginx, haproxy (Debian) and sglang-router==0.3.2 (PyPI) when missing.
+set -euo pipefail
+
+ROUNDS=3
+SECONDS_PER_RUN=8
+RATE=2000
+PEERS="haproxy nginx sglang"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --peers) PEERS=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+WORK=$(mktemp -d /tmp/cacheroute-proxybench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/backends.pid" ] && kill "$(cat "$WORK/backends.pid")" 2>/dev/null || true
+  [ -f "$WORK/nginx-proxy.pid" ] && kill "$(cat "$WORK/nginx-proxy.pid")" 2>/dev/null || true
+  [ -f "$WORK/haproxy.pid" ] && kill "$(cat "$WORK/haproxy.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+need_apt=()
+for tool in wrk nginx haproxy; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]}" >&2
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if [[ " $PEERS " == *" sglang "* ]] && ! python3 -c 'import sglang_router' 2>/dev/null; then
+  echo "installing sglang-router==0.3.2" >&2
+  pip install -q sglang-router==0.3.2 || { echo "sglang-router not installable: skipping it" >&2; PEERS=${PEERS/sglang/}; }
+fi
+
+echo "building cacheroute (release)" >&2
+(cd "$ROOT" && swift build -c release --product cacheroute >/dev/null)
+CACHEROUTE="$ROOT/.build/release/cacheroute"
+
+BODY='{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"length"}],"usage":{"prompt_tokens":1000,"completion_tokens":1,"total_tokens":1001}}'
+{
+  echo "worker_processes 1; pid $WORK/backends.pid; error_log $WORK/backends.err warn;"
+  echo "events { worker_connections 4096; }"
+  echo "http { access_log off;"
+  for p in 19001 19002 19003 19004; do
+    echo "  server { listen 127.0.0.1:$p; location / { default_type application/json; return 200 '$BODY'; } }"
+  done
+  echo "}"
+} > "$WORK/backends.conf"
+
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+  maxconn 4000
+  nbthread 2
+  pidfile $WORK/haproxy.pid
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:19100
+  default_backend be
+backend be
+  balance hdr(X-Session-ID)
+  hash-type consistent
+  hash-balance-factor 125
+  http-reuse always
+  server b1 127.0.0.1:19001
+  server b2 127.0.0.1:19002
+  server b3 127.0.0.1:19003
+  server b4 127.0.0.1:19004
+EOF
+
+cat > "$WORK/nginx-proxy.conf" <<EOF
+worker_processes 2; pid $WORK/nginx-proxy.pid; error_log $WORK/nginx-proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream be {
+    hash \$http_x_session_id consistent;
+    server 127.0.0.1:19001; server 127.0.0.1:19002; server 127.0.0.1:19003; server 127.0.0.1:19004;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:19200;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+
+cat > "$WORK/cacheroute.yaml" <<EOF
+listen: 127.0.0.1:19400
+admin_listen: 127.0.0.1:19401
+replicas:
+  - {name: b1, url: "http://127.0.0.1:19001"}
+  - {name: b2, url: "http://127.0.0.1:19002"}
+  - {name: b3, url: "http://127.0.0.1:19003"}
+  - {name: b4, url: "http://127.0.0.1:19004"}
+logging: {level: warning, access_log: false}
+EOF
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if curl -s -o /dev/null -m 1 -X POST -H 'content-type: application/json' \
+      -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' "http://127.0.0.1:$1/v1/chat/completions"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "port $1 never answered" >&2
+  return 1
+}
+
+nginx -c "$WORK/backends.conf"
+declare -A PORT=([direct]=19001 [cacheroute]=19400)
+TARGETS=(direct cacheroute)
+"$CACHEROUTE" serve --config "$WORK/cacheroute.yaml" > "$WORK/cacheroute.log" 2>&1 &
+PIDS+=($!)
+for peer in $PEERS; do
+  case "$peer" in
+    haproxy) haproxy -D -f "$WORK/haproxy.cfg"; PORT[haproxy]=19100 ;;
+    nginx) nginx -c "$WORK/nginx-proxy.conf"; PORT[nginx]=19200 ;;
+    sglang)
+      python3 -m sglang_router.launch_router --host 127.0.0.1 --port 19300 --policy cache_aware \
+        --worker-urls http://127.0.0.1:19001 http://127.0.0.1:19002 http://127.0.0.1:19003 http://127.0.0.1:19004 \
+        > "$WORK/sglang.log" 2>&1 &
+      PIDS+=($!)
+      PORT[sglang]=19300 ;;
+  esac
+  TARGETS+=("$peer")
+done
+for t in "${TARGETS[@]}"; do wait_port "${PORT[$t]}"; done
+
+# wrk's latency lines print units (us, ms, s); convert to microseconds.
+to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v ~ /[0-9]s$/) n *= 1e6; printf "%.0f", n }'; }
+
+declare -A RPS P50 P99
+for round in $(seq 1 "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    url="http://127.0.0.1:${PORT[$t]}"
+    wrk -t2 -c32 -d1s -s "$HERE/wrk/chat.lua" "$url" >/dev/null 2>&1 || true
+    out=$(wrk -t2 -c32 -d"${SECONDS_PER_RUN}s" --latency -s "$HERE/wrk/chat.lua" "$url")
+    RPS[$t]+="$(echo "$out" | awk '/Requests\/sec/ {print $2}') "
+    P50[$t]+="$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')") "
+    P99[$t]+="$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')") "
+    echo "round $round $t: $(echo "$out" | awk '/Requests\/sec/ {print $2}') req/s" >&2
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+declare -A MRPS
+echo
+echo "Throughput: wrk -t2 -c32, ${SECONDS_PER_RUN}s x $ROUNDS rounds, medians (2 cores shared by wrk, proxy and backends)"
+printf "%-12s %12s %12s %12s %14s\n" target "req/s" "p50 (us)" "p99 (us)" "vs haproxy"
+for t in "${TARGETS[@]}"; do
+  MRPS[$t]=$(echo "${RPS[$t]}" | median)
+done
+for t in "${TARGETS[@]}"; do
+  ratio="-"
+  [ -n "${MRPS[haproxy]:-}" ] && ratio=$(awk -v a="${MRPS[$t]}" -v b="${MRPS[haproxy]}" 'BEGIN {printf "%.2fx", a / b}')
+  printf "%-12s %12.0f %12.0f %12.0f %14s\n" "$t" "${MRPS[$t]}" "$(echo "${P50[$t]}" | median)" "$(echo "${P99[$t]}" | median)" "$ratio"
+done
+
+echo
+CONNS=8
+DELAY_MS=$(( CONNS * 1000 / RATE ))
+echo "Added latency at about $RATE req/s: wrk -t1 -c$CONNS, each connection paced ${DELAY_MS} ms, 10 s, against direct"
+printf "%-12s %10s %12s %12s %16s\n" target "req/s" "p50 (us)" "p99 (us)" "p50 added (us)"
+declare -A L50
+for t in "${TARGETS[@]}"; do
+  out=$(WRK_DELAY_MS=$DELAY_MS wrk -t1 -c$CONNS -d10s --latency -s "$HERE/wrk/chat.lua" "http://127.0.0.1:${PORT[$t]}" 2>/dev/null)
+  L50[$t]=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+  l99=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+  printf "%-12s %10s %12s %12s %16s\n" "$t" "$rps" "${L50[$t]}" "$l99" "$((L50[$t] - L50[direct]))"
+done
+
+echo
+if [ -n "${MRPS[haproxy]:-}" ]; then
+  awk -v c="${MRPS[cacheroute]}" -v h="${MRPS[haproxy]}" \
+    'BEGIN {printf "goal: cacheroute throughput >= 0.7x HAProxy (aim 1.0x): %.2fx %s\n", c / h, (c / h >= 0.7 ? "met" : "NOT met")}'
+fi
+if [ -n "${MRPS[sglang]:-}" ]; then
+  awk -v c="${MRPS[cacheroute]}" -v s="${MRPS[sglang]}" \
+    'BEGIN {printf "goal: cacheroute throughput >= 5x SGLang router cache_aware: %.1fx %s\n", c / s, (c / s >= 5 ? "met" : "NOT met")}'
+fi
+added=$((L50[cacheroute] - L50[direct]))
+echo "goal: added p50 latency over direct at $RATE req/s <= 100 us: ${added} us $([ "$added" -le 100 ] && echo met || echo 'NOT met')"

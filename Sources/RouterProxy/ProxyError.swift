@@ -1,0 +1,69 @@
+import FastJSON
+import NIOHTTP1
+
+/// An error the router itself answers with, OpenAI-shaped: `{"error": {"message", "type", "code"}}`.
+public struct ProxyError: Error, Sendable {
+    public var status: HTTPResponseStatus
+    public var type: String
+    public var code: String
+    public var message: String
+    /// Seconds for `Retry-After` (503).
+    public var retryAfter: Int?
+
+    public static func bodyTooLarge(limit: Int) -> ProxyError {
+        ProxyError(status: .payloadTooLarge, type: "invalid_request_error", code: "request_too_large", message: "request body exceeds the limit of \(limit) bytes")
+    }
+
+    public static func noReplica(_ reason: String) -> ProxyError {
+        ProxyError(status: .serviceUnavailable, type: "service_unavailable", code: "no_healthy_replica", message: "no replica can take this request: \(reason)", retryAfter: 2)
+    }
+
+    public static func badGateway(_ detail: String) -> ProxyError {
+        ProxyError(status: .badGateway, type: "upstream_error", code: "bad_gateway", message: detail)
+    }
+
+    public static func gatewayTimeout(_ detail: String) -> ProxyError {
+        ProxyError(status: .gatewayTimeout, type: "upstream_error", code: "gateway_timeout", message: detail)
+    }
+
+    public static func requestTimeout() -> ProxyError {
+        ProxyError(status: .requestTimeout, type: "invalid_request_error", code: "request_timeout", message: "the request was not received in time")
+    }
+
+    public static func notFound(_ path: String) -> ProxyError {
+        ProxyError(status: .notFound, type: "invalid_request_error", code: "not_found", message: "no route for \(path); cacheroute serves /v1/* and /generate")
+    }
+
+    /// A request the HTTP parser refused (400, 431, 501, 505).
+    public static func malformed(status: Int, _ detail: String) -> ProxyError {
+        let code: String
+        switch status {
+        case 431: code = "request_header_fields_too_large"
+        case 501: code = "not_implemented"
+        case 505: code = "http_version_not_supported"
+        default: code = "bad_request"
+        }
+        return ProxyError(status: HTTPResponseStatus(statusCode: status), type: "invalid_request_error", code: code, message: detail)
+    }
+
+    public static func methodNotAllowed(_ method: String, _ path: String) -> ProxyError {
+        ProxyError(status: .methodNotAllowed, type: "invalid_request_error", code: "method_not_allowed", message: "\(method) is not allowed on \(path)")
+    }
+
+    public static func draining() -> ProxyError {
+        ProxyError(status: .serviceUnavailable, type: "service_unavailable", code: "shutting_down", message: "the router is shutting down", retryAfter: 1)
+    }
+
+    public var body: [UInt8] {
+        var out: [UInt8] = []
+        JSONValue.object([
+            "error": .object(["message": .string(self.message), "type": .string(self.type), "code": .string(self.code), "param": .null])
+        ]).write(to: &out)
+        return out
+    }
+
+    /// The same error as a Server-Sent Event, ending a stream that already started.
+    public var sseEvent: [UInt8] {
+        Array("data: ".utf8) + self.body + Array("\n\n".utf8)
+    }
+}

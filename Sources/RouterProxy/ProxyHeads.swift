@@ -1,0 +1,271 @@
+import HTTPTransport
+import NIOCore
+import NIOHTTP1
+import RouterConfig
+import RoutingCore
+
+/// How the client's response body is delimited.
+enum ClientFraming: Equatable {
+    /// No body (HEAD, 204, 304).
+    case none
+    /// The replica's Content-Length, bytes passed through.
+    case length
+    /// Re-chunked: each piece from the replica becomes a chunk (chunked or unlimited replica
+    /// bodies to HTTP/1.1 clients). The stream can then always end cleanly.
+    case chunked
+    /// Delimited by closing the connection (an HTTP/1.0 client and a body of unknown length).
+    case close
+}
+
+/// Writes the heads the proxy sends: the request to a replica and the response to a client.
+/// Fields are copied as bytes from the received head; hop-by-hop fields (RFC 9110 7.6.1) and
+/// those a `Connection` header names never cross.
+enum ProxyHeads {
+    /// The request for a replica: hop-by-hop fields, Host, Expect and the body framing dropped;
+    /// Host set to the replica, `X-Forwarded-For` extended with the client, `X-Forwarded-Proto`
+    /// added when absent, the body length stated.
+    static func upstreamRequest(_ head: HTTP1Head, endpoint: Endpoint, client: String?, bodyLength: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let prefix = endpoint.url.pathPrefix
+        var out = allocator.buffer(capacity: head.bytes.count + prefix.utf8.count + 160)
+        let bytes = head.bytes
+        out.writeBytes(bytes[head.method])
+        out.writeStaticString(" ")
+        if !prefix.isEmpty { out.writeString(prefix) }
+        out.writeBytes(bytes[head.target])
+        out.writeStaticString(" HTTP/1.1\r\n")
+        out.writeBytes(endpoint.hostLine)
+        var forwardedFor: [Range<Int>] = []
+        var forwardedProto = false
+        for field in head.fields {
+            switch field.kind {
+            case .other, .contentType:
+                break
+            case .xForwardedProto:
+                forwardedProto = true
+            case .xForwardedFor:
+                forwardedFor.append(field.value)
+                continue
+            case .hopByHop, .contentLength, .transferEncoding, .host, .expect:
+                continue
+            }
+            out.writeBytes(bytes[field.name.lowerBound..<field.value.upperBound])
+            out.writeStaticString("\r\n")
+        }
+        if client != nil || !forwardedFor.isEmpty {
+            out.writeStaticString("x-forwarded-for: ")
+            for (i, value) in forwardedFor.enumerated() {
+                if i > 0 { out.writeStaticString(", ") }
+                out.writeBytes(bytes[value])
+            }
+            if let client {
+                if !forwardedFor.isEmpty { out.writeStaticString(", ") }
+                out.writeString(client)
+            }
+            out.writeStaticString("\r\n")
+        }
+        if !forwardedProto { out.writeStaticString("x-forwarded-proto: http\r\n") }
+        out.writeStaticString("content-length: ")
+        out.writeString(String(bodyLength))
+        out.writeStaticString("\r\n\r\n")
+        return out
+    }
+
+    static func clientFraming(request: HTTP1Head, response: HTTP1Head) -> ClientFraming {
+        if request.methodIs("HEAD") || response.status == 204 || response.status == 304 { return .none }
+        if !response.chunked, response.contentLength != nil { return .length }
+        return request.minorVersion >= 1 ? .chunked : .close
+    }
+
+    /// The response head for the client: the replica's status and fields minus hop-by-hop ones,
+    /// the body framing for `framing`, and which replica and tier served it.
+    static func clientResponse(
+        _ response: HTTP1Head,
+        request: HTTP1Head,
+        framing: ClientFraming,
+        close: Bool,
+        endpoint: Endpoint,
+        tier: Tier,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let bytes = response.bytes
+        var out = allocator.buffer(capacity: bytes.count + 128)
+        out.writeStaticString("HTTP/1.1 ")
+        Self.writeStatus(&out, response.status)
+        out.writeStaticString(" ")
+        out.writeBytes(bytes[response.reason])
+        out.writeStaticString("\r\n")
+        for field in response.fields {
+            switch field.kind {
+            case .hopByHop, .transferEncoding:
+                continue
+            case .contentLength where framing != .none:
+                continue
+            default:
+                out.writeBytes(bytes[field.name.lowerBound..<field.value.upperBound])
+                out.writeStaticString("\r\n")
+            }
+        }
+        switch framing {
+        case .length:
+            out.writeStaticString("content-length: ")
+            out.writeString(String(response.contentLength ?? 0))
+            out.writeStaticString("\r\n")
+        case .chunked:
+            out.writeStaticString("transfer-encoding: chunked\r\n")
+        case .none, .close:
+            break
+        }
+        out.writeBytes(endpoint.replicaLine)
+        out.writeStaticString("x-cacheroute-tier: ")
+        out.writeString(tier.rawValue)
+        out.writeStaticString("\r\n")
+        Self.writeConnection(&out, close: close, request: request)
+        out.writeStaticString("\r\n")
+        return out
+    }
+
+    /// A complete JSON response the router answers itself.
+    static func localResponse(
+        _ status: HTTPResponseStatus,
+        body: [UInt8],
+        retryAfter: Int?,
+        close: Bool,
+        request: HTTP1Head?,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        var out = allocator.buffer(capacity: body.count + 160)
+        out.writeStaticString("HTTP/1.1 ")
+        Self.writeStatus(&out, Int(status.code))
+        out.writeStaticString(" ")
+        out.writeString(status.reasonPhrase)
+        out.writeStaticString("\r\ncontent-type: application/json\r\ncontent-length: ")
+        out.writeString(String(body.count))
+        out.writeStaticString("\r\n")
+        if let retryAfter {
+            out.writeStaticString("retry-after: ")
+            out.writeString(String(retryAfter))
+            out.writeStaticString("\r\n")
+        }
+        Self.writeConnection(&out, close: close, request: request)
+        out.writeStaticString("\r\n")
+        out.writeBytes(body)
+        return out
+    }
+
+    /// `Connection: close` when closing; `keep-alive` for an HTTP/1.0 client that asked for it.
+    static func writeConnection(_ out: inout ByteBuffer, close: Bool, request: HTTP1Head?) {
+        if close {
+            out.writeStaticString("connection: close\r\n")
+        } else if let request, request.minorVersion == 0 {
+            out.writeStaticString("connection: keep-alive\r\n")
+        }
+    }
+
+    static func writeStatus(_ out: inout ByteBuffer, _ status: Int) {
+        let s = min(max(status, 100), 999)
+        out.writeInteger(UInt8(ascii: "0") + UInt8(s / 100))
+        out.writeInteger(UInt8(ascii: "0") + UInt8(s / 10 % 10))
+        out.writeInteger(UInt8(ascii: "0") + UInt8(s % 10))
+    }
+
+    /// One chunk of the chunked coding around `piece`.
+    static func chunk(_ piece: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var piece = piece
+        var out = allocator.buffer(capacity: piece.readableBytes + 24)
+        out.writeString(String(piece.readableBytes, radix: 16))
+        out.writeStaticString("\r\n")
+        out.writeBuffer(&piece)
+        out.writeStaticString("\r\n")
+        return out
+    }
+}
+
+/// Holds back the end of an SSE stream that is not a whole event yet, so that everything sent
+/// to the client ends on an event boundary (a blank line) and an error event can follow cleanly.
+/// A partial event longer than `limit` is let through (it is no SSE the proxy can help).
+struct SSEEventBuffer {
+    private var pending: ByteBuffer?
+    static let limit = 64 << 10
+
+    mutating func append(_ piece: ByteBuffer) {
+        if var p = self.pending {
+            self.pending = nil
+            var piece = piece
+            p.writeBuffer(&piece)
+            self.pending = p
+        } else {
+            self.pending = piece
+        }
+    }
+
+    /// The bytes through the last event boundary (everything when `force` or past the limit).
+    mutating func takeComplete(force: Bool) -> ByteBuffer? {
+        guard var p = self.pending, p.readableBytes > 0 else {
+            self.pending = nil
+            return nil
+        }
+        let cut: Int? = force || p.readableBytes > Self.limit ? p.readableBytes : p.withUnsafeReadableBytes { raw in
+            var i = raw.count - 1
+            while i >= 1 {
+                if raw[i] == 0x0A, raw[i - 1] == 0x0A || (i >= 2 && raw[i - 1] == 0x0D && raw[i - 2] == 0x0A) { return i + 1 }
+                i -= 1
+            }
+            return nil
+        }
+        guard let cut else { return nil }
+        let ready = p.readSlice(length: cut)!
+        self.pending = p.readableBytes > 0 ? p : nil
+        return ready
+    }
+}
+
+/// One request as the proxy handles it.
+final class Exchange {
+    /// Nil for a request whose head never parsed (400, 408, 431 answers).
+    let head: HTTP1Head?
+    let started: NIODeadline
+    let remote: String?
+    var body = ByteBuffer()
+    var expectedBodyBytes = 0
+    var api: RequestAPI?
+    var keys: Result<RequestKeys, KeyError>?
+    var placement: Placement?
+    var tried: [Int] = []
+    var attempts = 0
+    var connection: UpstreamConnection?
+    var reused = false
+    var staleRetried = false
+    var responseStarted = false
+    var isSSE = false
+    var framing = ClientFraming.none
+    var closeAfter = false
+    /// The response head, not written yet (it goes out with the first body bytes).
+    var heldHead: ByteBuffer?
+    var events = SSEEventBuffer()
+    var firstByteAt: NIODeadline?
+    var firstByteDeadline: NIODeadline?
+    var lastActivity: NIODeadline
+    var usage = UsageScanner()
+    var summary: RequestSummary
+
+    init(head: HTTP1Head?, started: NIODeadline, remote: String?) {
+        self.head = head
+        self.started = started
+        self.remote = remote
+        self.lastActivity = started
+        self.summary = RequestSummary(route: "local", method: head?.methodString ?? "-", path: "-")
+    }
+
+    /// Adds a piece of the request body: the first whole body is kept as the slice it came in.
+    func appendBody(_ piece: ByteBuffer) {
+        if self.body.readableBytes == 0, piece.readableBytes >= self.expectedBodyBytes {
+            self.body = piece
+            return
+        }
+        var piece = piece
+        if self.body.readableBytes == 0 {
+            self.body = ByteBufferAllocator().buffer(capacity: max(self.expectedBodyBytes, piece.readableBytes))
+        }
+        self.body.writeBuffer(&piece)
+    }
+}

@@ -1,0 +1,452 @@
+import CacheRouteTestSupport
+import FastJSON
+import Foundation
+import HTTPTransport
+import Logging
+import NIOCore
+import NIOHTTP1
+import ReplicaEmulator
+import ReplicaModel
+import RouterConfig
+import RouterProxy
+import RoutingCore
+import Testing
+
+/// A system prompt long enough to form an instruction group (over 2 KiB).
+let system = String(repeating: "You are the order assistant of ACME. Answer briefly and politely. ", count: 40)
+
+func chatBody(session: Int, turns: Int = 1, stream: Bool = false, maxTokens: Int = 4) -> String {
+    var messages = [#"{"role":"system","content":"\#(system)"}"#]
+    for t in 0..<turns {
+        messages.append(#"{"role":"user","content":"Customer \#(session) question \#(t) about order \#(session * 7)."}"#)
+        if t < turns - 1 { messages.append(#"{"role":"assistant","content":"Answer \#(t) for \#(session)."}"#) }
+    }
+    let streaming = stream ? #","stream":true,"stream_options":{"include_usage":true}"# : ""
+    return #"{"model":"cacheroute-demo","max_tokens":\#(maxTokens)\#(streaming),"messages":[\#(messages.joined(separator: ","))]}"#
+}
+
+/// Starts `count` emulated replicas and the router in front of them, runs `body`, stops all.
+func withRouter<T>(
+    _ count: Int,
+    emulator: (inout EmulatorSettings, Int) -> Void = { _, _ in },
+    config: (inout RouterConfiguration, [EmulatorServer]) -> Void = { _, _ in },
+    configPath: String? = nil,
+    _ body: (RouterRuntime, [EmulatorServer]) async throws -> T
+) async throws -> T {
+    try await TestSupport.withEmulators(count, configure: emulator) { servers in
+        var c = RouterConfiguration()
+        c.listen = ListenAddress(host: "127.0.0.1", port: 0)
+        c.replicas = servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }
+        c.logging.accessLog = false
+        config(&c, servers)
+        let runtime = try await RouterRuntime.start(config: c, configPath: configPath, logger: TestSupport.logger)
+        do {
+            let result = try await body(runtime, servers)
+            await runtime.proxy.stop()
+            return result
+        } catch {
+            await runtime.proxy.stop()
+            throw error
+        }
+    }
+}
+
+@Suite(.serialized)
+struct ProxyTests {
+    @Test func chatAndCompletionsAreRoutedAndAnswered() async throws {
+        try await withRouter(3) { router, servers in
+            let port = router.proxy.port
+            let first = try await TestSupport.post(port, "/v1/chat/completions", chatBody(session: 1, turns: 1))
+            #expect(first.status == .ok)
+            let answer = try JSONValue.parse(first.bodyBytes)
+            #expect(answer["object"]?.stringValue == "chat.completion")
+            let replica = first.headers["x-cacheroute-replica"].first
+            #expect(replica != nil)
+            #expect(first.headers["x-cacheroute-tier"].first != nil)
+            // The next turns of the conversation stay on that replica and hit its cache.
+            for turns in 2...4 {
+                let next = try await TestSupport.post(port, "/v1/chat/completions", chatBody(session: 1, turns: turns))
+                #expect(next.headers["x-cacheroute-replica"].first == replica)
+                let cached = try JSONValue.parse(next.bodyBytes)["usage"]?["prompt_tokens_details"]?["cached_tokens"]?.intValue ?? 0
+                #expect(cached > 0)
+            }
+            let completion = try await TestSupport.post(port, "/v1/completions", #"{"model":"cacheroute-demo","prompt":"Once upon a time","max_tokens":2}"#)
+            #expect(completion.status == .ok)
+            #expect(try JSONValue.parse(completion.bodyBytes)["object"]?.stringValue == "text_completion")
+            // Hop-by-hop headers are not passed on; the body arrived intact (the emulator parsed it).
+            #expect(completion.headers["keep-alive"].isEmpty)
+            let total = servers.reduce(0) { $0 + $1.replica.stats.completed }
+            #expect(total == 5)
+        }
+    }
+
+    @Test func sglangGenerateIsRouted() async throws {
+        try await withRouter(2, emulator: { s, _ in s.engine = .sglang }) { router, _ in
+            let r = try await TestSupport.post(router.proxy.port, "/generate", #"{"text":"Hello there","sampling_params":{"max_new_tokens":3}}"#)
+            #expect(r.status == .ok)
+            #expect(try JSONValue.parse(r.bodyBytes)["meta_info"]?["completion_tokens"]?.intValue == 3)
+        }
+    }
+
+    @Test func modelsAreMergedAcrossTheFleet() async throws {
+        try await withRouter(3, emulator: { s, i in s.model = "model-\(i % 2)" }) { router, _ in
+            let r = try await TestSupport.get(router.proxy.port, "/v1/models")
+            #expect(r.status == .ok)
+            let ids = (try JSONValue.parse(r.bodyBytes)["data"]?.arrayValue ?? []).compactMap { $0["id"]?.stringValue }
+            #expect(Set(ids) == ["model-0", "model-1"])
+            #expect(ids.count == 2)
+        }
+    }
+
+    @Test func streamsAreRelayedIntactAndIncrementally() async throws {
+        try await withRouter(1, emulator: { s, _ in
+            s.instant = false
+            s.timing.speed = 1
+            s.timing.stepBaseSeconds = 0.04
+        }) { router, _ in
+            let body = chatBody(session: 2, stream: true, maxTokens: 12)
+            let stream = try await TestSupport.client.stream(
+                .post(host: "127.0.0.1", port: router.proxy.port, path: "/v1/chat/completions", json: Array(body.utf8)),
+                connectTimeout: 2,
+                responseTimeout: 10
+            )
+            #expect(stream.headers["content-type"].first?.hasPrefix("text/event-stream") == true)
+            let clock = ContinuousClock()
+            var arrivals: [ContinuousClock.Instant] = []
+            var text = ""
+            for try await chunk in stream.body {
+                arrivals.append(clock.now)
+                text += String(buffer: chunk)
+            }
+            let events = TestSupport.sseEvents(text)
+            #expect(events.last == "[DONE]")
+            let content = events.dropLast().compactMap { try? JSONValue.parse($0) }
+                .compactMap { $0["choices"]?[0]?["delta"]?["content"]?.stringValue }.joined()
+            #expect(content.count == 48)
+            // Chunks arrive as tokens are made (12 x 40 ms), not all at the end.
+            #expect(arrivals.count >= 6, "\(arrivals.count) reads")
+            if let first = arrivals.first, let last = arrivals.last {
+                #expect(last - first > .milliseconds(250))
+            }
+        }
+    }
+
+    @Test func aClientThatLeavesCancelsTheUpstreamRequest() async throws {
+        try await withRouter(1, emulator: { s, _ in
+            s.instant = false
+            s.timing.speed = 1
+        }) { router, servers in
+            let body = chatBody(session: 3, stream: true, maxTokens: 2000)
+            let stream = try await TestSupport.client.stream(
+                .post(host: "127.0.0.1", port: router.proxy.port, path: "/v1/chat/completions", json: Array(body.utf8)),
+                connectTimeout: 2,
+                responseTimeout: 5
+            )
+            var iterator = stream.body.makeAsyncIterator()
+            _ = try await iterator.next()
+            stream.cancel()
+            var cancelled: Int64 = 0
+            for _ in 0..<100 {
+                try await Task.sleep(for: .milliseconds(20))
+                cancelled = try JSONValue.parse(try await TestSupport.get(servers[0].port, "/admin/stats").bodyBytes)["cancelled"]?.intValue ?? 0
+                if cancelled > 0 { break }
+            }
+            #expect(cancelled == 1)
+            #expect(servers[0].replica.stats.completed == 0)
+            // The router released the replica's load.
+            var inFlight = -1
+            for _ in 0..<50 {
+                inFlight = router.state.load(of: "r1")?.inFlight ?? -1
+                if inFlight == 0 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(inFlight == 0)
+        }
+    }
+
+    @Test func aDeadReplicaIsRetriedBeforeTheFirstByte() async throws {
+        try await withRouter(2, config: { c, _ in
+            // A third replica nothing listens on: requests that hash to it fail over.
+            c.replicas.append(ReplicaSpec(name: "dead", url: "http://127.0.0.1:1"))
+            c.upstream.retryMinPerSecond = 100
+            c.health.thresholds.ejectAfterFailures = 2
+        }) { router, _ in
+            var statuses: [HTTPResponseStatus] = []
+            var servedBy = Set<String>()
+            for session in 0..<30 {
+                // Short prompts: no instruction group, so sessions spread over all three replicas.
+                let body = #"{"model":"cacheroute-demo","max_tokens":1,"messages":[{"role":"user","content":"session \#(session)"}]}"#
+                let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", body)
+                statuses.append(r.status)
+                servedBy.formUnion(r.headers["x-cacheroute-replica"])
+            }
+            #expect(statuses.allSatisfy { $0 == .ok }, "\(statuses)")
+            #expect(!servedBy.contains("dead"))
+            // Passive outlier detection took it out of rotation.
+            #expect(router.state.health(of: "dead")?.ejectedUntil != nil)
+        }
+    }
+
+    @Test func a5xxBeforeTheFirstByteIsRetriedElsewhere() async throws {
+        try await withRouter(2, emulator: { s, i in
+            if i == 0 { s.faults.mode = .error503 }
+        }, config: { c, _ in c.upstream.retryMinPerSecond = 100 }) { router, servers in
+            for session in 0..<12 {
+                let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", chatBody(session: 200 + session))
+                #expect(r.status == .ok)
+                #expect(r.headers["x-cacheroute-replica"].first == "r2")
+            }
+            #expect(servers[1].replica.stats.completed == 12)
+        }
+    }
+
+    @Test func aStreamThatBreaksEndsWithAnErrorEvent() async throws {
+        try await withRouter(1, emulator: { s, _ in
+            s.instant = false
+            s.timing.speed = 20
+            s.faults.mode = .dieMidStream
+            s.faults.afterChunks = 2
+        }) { router, _ in
+            let body = chatBody(session: 4, stream: true, maxTokens: 10)
+            let stream = try await TestSupport.client.stream(
+                .post(host: "127.0.0.1", port: router.proxy.port, path: "/v1/chat/completions", json: Array(body.utf8)),
+                connectTimeout: 2,
+                responseTimeout: 5
+            )
+            #expect(stream.status == .ok)
+            var text = ""
+            // The response ends cleanly (no connection error): the last event says what happened.
+            for try await chunk in stream.body { text += String(buffer: chunk) }
+            let events = TestSupport.sseEvents(text)
+            #expect(events.count == 3, "\(events)")
+            let last = try JSONValue.parse(Array((events.last ?? "").utf8))
+            #expect(last["error"]?["code"]?.stringValue == "bad_gateway")
+            #expect(!text.contains("[DONE]"))
+        }
+    }
+
+    @Test func anOversizeBodyGets413() async throws {
+        try await withRouter(1, config: { c, _ in c.limits.maxBodyBytes = 4096 }) { router, servers in
+            let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", chatBody(session: 5, turns: 30))
+            #expect(r.status == .payloadTooLarge)
+            #expect(try JSONValue.parse(r.bodyBytes)["error"]?["code"]?.stringValue == "request_too_large")
+            #expect(servers[0].replica.stats.completed == 0)
+            // The same limit for a chunked body, which announces no length.
+            let raw = try await RawConnection.connect(port: router.proxy.port)
+            let chunk = String(repeating: "x", count: 3000)
+            try await raw.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+            try await raw.send("bb8\r\n\(chunk)\r\nbb8\r\n\(chunk)\r\n")
+            let answer = try await raw.wait { $0.contains("\r\n\r\n{") }
+            #expect(answer.hasPrefix("HTTP/1.1 413"))
+            #expect(try await raw.waitForClose())
+        }
+    }
+
+    @Test func noReplicaGives503WithRetryAfter() async throws {
+        try await withRouter(1, config: { c, _ in c.replicas = [] }) { router, _ in
+            let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", chatBody(session: 6))
+            #expect(r.status == .serviceUnavailable)
+            #expect(r.headers["retry-after"].first == "2")
+            #expect(try JSONValue.parse(r.bodyBytes)["error"]?["type"]?.stringValue == "service_unavailable")
+            #expect(try await TestSupport.get(router.proxy.port, "/health").status == .serviceUnavailable)
+        }
+    }
+
+    @Test func malformedRequestsGetClearErrors() async throws {
+        try await withRouter(1, config: { c, _ in c.limits.maxHeaderBytes = 2048 }) { router, _ in
+            let port = router.proxy.port
+            func exchange(_ request: String) async throws -> String {
+                let raw = try await RawConnection.connect(port: port)
+                try await raw.send(request)
+                let text = try await raw.wait { $0.contains("\r\n\r\n{") && $0.hasSuffix("}") }
+                await raw.close()
+                return text
+            }
+            #expect(try await exchange("GARBAGE\r\n\r\n").hasPrefix("HTTP/1.1 400"))
+            #expect(try await exchange("GET /v1/models HTTP/2.0\r\nhost: x\r\n\r\n").hasPrefix("HTTP/1.1 505"))
+            #expect(try await exchange("GET /v1/models HTTP/1.1\r\nhost: x\r\n folded: value\r\n\r\n").hasPrefix("HTTP/1.1 400"))
+            let smuggle = "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+            #expect(try await exchange(smuggle).hasPrefix("HTTP/1.1 400"))
+            let big = "GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: \(String(repeating: "a", count: 4000))\r\n\r\n"
+            #expect(try await exchange(big).hasPrefix("HTTP/1.1 431"))
+            #expect(try await exchange("GET /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\r\n").hasPrefix("HTTP/1.1 405"))
+            #expect(try await exchange("GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n").hasPrefix("HTTP/1.1 404"))
+            let notJSON = try await TestSupport.post(port, "/v1/chat/completions", "{not json")
+            // Unkeyable bodies are still forwarded (the replica gives its own 400).
+            #expect(notJSON.status == .badRequest)
+        }
+    }
+
+    @Test func pipelinedAndChunkedRequestsAreAnsweredInOrder() async throws {
+        try await withRouter(2) { router, _ in
+            let raw = try await RawConnection.connect(port: router.proxy.port)
+            var batch = ""
+            for i in 0..<3 {
+                let body = #"{"model":"cacheroute-demo","prompt":"pipelined \#(i)","max_tokens":1}"#
+                batch += "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
+            }
+            let body = #"{"model":"cacheroute-demo","prompt":"chunked","max_tokens":1}"#
+            let half = body.utf8.count / 2
+            let a = String(body.prefix(half)), b = String(body.dropFirst(half))
+            batch += "POST /v1/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            batch += "\(String(a.utf8.count, radix: 16))\r\n\(a)\r\n\(String(b.utf8.count, radix: 16))\r\n\(b)\r\n0\r\n\r\n"
+            try await raw.send(batch)
+            let text = try await raw.wait { $0.components(separatedBy: "HTTP/1.1 200").count == 5 }
+            #expect(text.components(separatedBy: "HTTP/1.1 200").count == 5, "\(text)")
+            #expect(!raw.isClosed)
+            await raw.close()
+            // HTTP/1.0 without keep-alive: answered, then closed.
+            let old = try await RawConnection.connect(port: router.proxy.port)
+            try await old.send("POST /v1/completions HTTP/1.0\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
+            #expect(try await old.waitForClose())
+            #expect(old.text.hasPrefix("HTTP/1.1 200"))
+        }
+    }
+
+    @Test func aSlowClientCannotHoldTheServer() async throws {
+        try await withRouter(1, config: { c, _ in
+            c.limits.headerTimeout = 0.5
+            c.limits.idleTimeout = 1
+        }) { router, _ in
+            let loris = try await RawConnection.connect(port: router.proxy.port)
+            try await loris.send("POST /v1/completions HTTP/1.1\r\nhost: x\r\n")
+            for _ in 0..<3 {
+                try await Task.sleep(for: .milliseconds(200))
+                try? await loris.send("x-slow: 1\r\n")
+            }
+            #expect(try await loris.waitForClose(timeout: 3))
+            #expect(loris.text.isEmpty || loris.text.hasPrefix("HTTP/1.1 408"))
+            // An idle keep-alive connection is closed after idle_timeout.
+            let idle = try await RawConnection.connect(port: router.proxy.port)
+            try await idle.send("GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            #expect(try await idle.waitForClose(timeout: 4))
+            #expect(idle.text.hasPrefix("HTTP/1.1 200"))
+        }
+    }
+
+    @Test func reloadUnderTrafficLosesNothing() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cacheroute-reload-\(UInt32.random(in: 0...UInt32.max)).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await TestSupport.withEmulators(3) { servers in
+            func yaml(_ replicas: [EmulatorServer]) -> String {
+                "listen: 127.0.0.1:0\nlogging: {access_log: false}\nreplicas:\n"
+                    + replicas.map { "  - {name: \($0.replica.settings.name), url: \"http://127.0.0.1:\($0.port)\"}\n" }.joined()
+            }
+            try yaml(servers).write(toFile: path, atomically: true, encoding: .utf8)
+            var config = try RouterConfiguration.load(path: path)
+            config.listen = ListenAddress(host: "127.0.0.1", port: 0)
+            let runtime = try await RouterRuntime.start(config: config, configPath: path, logger: TestSupport.logger)
+            let port = runtime.proxy.port
+            let results = try await withThrowingTaskGroup(of: [HTTPResponseStatus].self) { group in
+                for worker in 0..<6 {
+                    group.addTask {
+                        var statuses: [HTTPResponseStatus] = []
+                        for i in 0..<40 {
+                            let stream = i % 4 == 0
+                            let r = try await TestSupport.post(port, "/v1/chat/completions", chatBody(session: worker * 100 + i % 7, turns: 1 + i % 3, stream: stream))
+                            statuses.append(r.status)
+                        }
+                        return statuses
+                    }
+                }
+                group.addTask {
+                    // Membership changes while requests fly: drop a replica, add it back, reorder.
+                    for round in 0..<6 {
+                        try await Task.sleep(for: .milliseconds(40))
+                        let set = round % 2 == 0 ? Array(servers.prefix(2)) : servers.reversed()
+                        try yaml(set).write(toFile: path, atomically: true, encoding: .utf8)
+                        #expect(runtime.reload?.reload(reason: "test") == true)
+                    }
+                    return []
+                }
+                var all: [HTTPResponseStatus] = []
+                for try await statuses in group { all += statuses }
+                return all
+            }
+            await runtime.proxy.stop()
+            #expect(results.count == 240)
+            #expect(results.allSatisfy { $0 == .ok }, "\(results.filter { $0 != .ok })")
+        }
+    }
+
+    @Test func aBadReloadKeepsTheRunningConfiguration() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cacheroute-bad-\(UInt32.random(in: 0...UInt32.max)).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await TestSupport.withEmulators(2) { servers in
+            let good = "listen: 127.0.0.1:0\nlogging: {access_log: false}\nreplicas:\n"
+                + servers.map { "  - {name: \($0.replica.settings.name), url: \"http://127.0.0.1:\($0.port)\"}\n" }.joined()
+            try good.write(toFile: path, atomically: true, encoding: .utf8)
+            var config = try RouterConfiguration.load(path: path)
+            config.listen = ListenAddress(host: "127.0.0.1", port: 0)
+            let runtime = try await RouterRuntime.start(config: config, configPath: path, logger: TestSupport.logger)
+            let before = runtime.state.version
+            try "replicas:\n  - {name: r1, url: ftp://nope}\nrouting: {load: {factor: -1}}\n".write(toFile: path, atomically: true, encoding: .utf8)
+            #expect(runtime.reload?.reload(reason: "test") == false)
+            #expect(runtime.state.version == before)
+            #expect(runtime.state.fleet.replicas.count == 2)
+            #expect(runtime.state.reloadFailures == 1)
+            let r = try await TestSupport.post(runtime.proxy.port, "/v1/chat/completions", chatBody(session: 7))
+            #expect(r.status == .ok)
+            await runtime.proxy.stop()
+        }
+    }
+
+    @Test func shutdownDrainsAStreamInFlight() async throws {
+        try await TestSupport.withEmulators(1, configure: { s, _ in
+            s.instant = false
+            s.timing.speed = 1
+            s.timing.stepBaseSeconds = 0.03
+        }) { servers in
+            var c = RouterConfiguration()
+            c.listen = ListenAddress(host: "127.0.0.1", port: 0)
+            c.replicas = [ReplicaSpec(name: "r1", url: "http://127.0.0.1:\(servers[0].port)")]
+            c.logging.accessLog = false
+            let runtime = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
+            let body = chatBody(session: 8, stream: true, maxTokens: 20)
+            let stream = try await TestSupport.client.stream(
+                .post(host: "127.0.0.1", port: runtime.proxy.port, path: "/v1/chat/completions", json: Array(body.utf8)),
+                connectTimeout: 2,
+                responseTimeout: 5
+            )
+            async let stopped: Void = runtime.proxy.stop(drain: 5)
+            var text = ""
+            for try await chunk in stream.body { text += String(buffer: chunk) }
+            await stopped
+            #expect(TestSupport.sseEvents(text).last == "[DONE]")
+        }
+    }
+
+    @Test func theOpenAIClientWorksThroughTheRouter() async throws {
+        try await withRouter(2, emulator: { s, _ in
+            s.instant = false
+            s.timing.speed = 20
+        }) { router, _ in
+            let script = """
+                import openai, sys
+                c = openai.OpenAI(base_url="http://127.0.0.1:\(router.proxy.port)/v1", api_key="none", max_retries=0)
+                assert [m.id for m in c.models.list().data] == ["cacheroute-demo"]
+                r = c.chat.completions.create(model="cacheroute-demo", messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+                    extra_headers={"x-session-id": "abc"})
+                assert r.choices[0].message.role == "assistant" and r.usage.completion_tokens == 3, r
+                s = c.chat.completions.create(model="cacheroute-demo", messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                    stream=True, stream_options={"include_usage": True})
+                chunks = list(s)
+                text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+                assert len(text) == 16 and chunks[-1].usage.completion_tokens == 4, chunks
+                t = c.completions.create(model="cacheroute-demo", prompt="Once upon a time", max_tokens=2)
+                assert t.choices[0].finish_reason == "length" and len(t.choices[0].text) == 8
+                try:
+                    c.chat.completions.create(model="missing", messages=[{"role": "user", "content": "x"}])
+                    sys.exit("expected NotFoundError")
+                except openai.NotFoundError:
+                    pass
+                print("ok")
+                """
+            guard let (status, output) = try TestSupport.python(script, requires: "openai") else {
+                print("skipped: python3 with the openai package is not available (pip install openai)")
+                return
+            }
+            #expect(status == 0 && output.contains("ok"), "\(output)")
+        }
+    }
+}
