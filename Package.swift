@@ -106,6 +106,12 @@ let package = Package(
             swiftSettings: hotPathSettings
         ),
 
+        .target(
+            name: "LiveLoad",
+            dependencies: ["HTTPTransport", "FastJSON", "RoutingCore", nioCore, nioHTTP1],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: - Configuration and the command line
         .target(
             name: "RouterConfig",
@@ -115,7 +121,8 @@ let package = Package(
         .executableTarget(
             name: "cacheroute",
             dependencies: [
-                "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay", "ReplicaEmulator", "RouterProxy",
+                "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay", "ReplicaEmulator", "RouterProxy", "LiveLoad",
+                "HTTPTransport", nioCore, nioPosix,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), logging, lifecycle,
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

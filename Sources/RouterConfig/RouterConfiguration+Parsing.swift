@@ -6,13 +6,18 @@ import Yams
 extension RouterConfiguration {
     /// Reads and validates a configuration file.
     public static func load(path: String) throws(ConfigErrors) -> RouterConfiguration {
-        let text: String
+        // A FileHandle reads pipes and process substitution (`--config <(...)`) as well as files.
+        let data: Data
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+            defer { try? handle.close() }
+            data = try handle.readToEnd() ?? Data()
         } catch {
-            throw ConfigErrors([
-                ConfigError(file: path, line: 0, column: 0, path: "", message: "cannot read the file: \(error.localizedDescription)")
-            ])
+            let reason = (error as NSError).code == NSFileReadNoSuchFileError ? "no such file" : "\(error.localizedDescription)"
+            throw ConfigErrors([ConfigError(file: path, line: 0, column: 0, path: "", message: "cannot read the file: \(reason)")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigErrors([ConfigError(file: path, line: 0, column: 0, path: "", message: "the file is not UTF-8 text")])
         }
         return try Self.parse(yaml: text, file: path)
     }
