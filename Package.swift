@@ -98,7 +98,8 @@ let package = Package(
         .target(
             name: "RouterProxy",
             dependencies: [
-                "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", nioCore, nioPosix, nioHTTP1, logging, lifecycle, atomics,
+                "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", "PrometheusText", nioCore, nioPosix, nioHTTP1, logging, lifecycle, atomics,
+                metrics, .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -122,7 +123,7 @@ let package = Package(
             name: "cacheroute",
             dependencies: [
                 "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay", "ReplicaEmulator", "RouterProxy", "LiveLoad",
-                "HTTPTransport", nioCore, nioPosix,
+                "HTTPTransport", nioCore, nioPosix, metrics, .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), logging, lifecycle,
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -162,8 +163,9 @@ let package = Package(
             name: "RouterProxyTests",
             dependencies: [
                 "CacheRouteTestSupport", "RouterProxy", "RouterConfig", "RoutingCore", "ReplicaEmulator", "ReplicaModel", "HTTPTransport", "FastJSON",
-                nioCore, nioHTTP1, logging,
+                "PrometheusText", nioCore, nioHTTP1, logging,
             ],
+            resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -91,7 +91,10 @@ public enum PrometheusParser {
         guard i > nameStart else { return .failure(LineError(reason: "expected a metric name")) }
         let name = String(String.UnicodeScalarView(chars[nameStart..<i]))
         var labels: [(String, String)] = []
-        // Labels.
+        // Labels (whitespace before the brace is tolerated, as Prometheus does).
+        var j = i
+        while j < chars.count, chars[j] == " " || chars[j] == "\t" { j += 1 }
+        if j < chars.count, chars[j] == "{" { i = j }
         if i < chars.count, chars[i] == "{" {
             i += 1
             while true {

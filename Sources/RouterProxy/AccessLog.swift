@@ -12,6 +12,7 @@ public struct AccessLog: ProxyObserver {
 
     public func requestStarted(route: String) {}
     public func retried(replica: String, reason: String) {}
+    public func upstreamError(replica: String, kind: String) {}
     public func inFlightChanged(replica: String, delta: Int) {}
 
     public func requestFinished(_ s: RequestSummary) {
@@ -23,6 +24,7 @@ public struct AccessLog: ProxyObserver {
         if let replica = s.replica { metadata["replica"] = "\(replica)" }
         if let tier = s.tier { metadata["tier"] = "\(tier.rawValue)" }
         if let ttfb = s.firstByteSeconds { metadata["ttfb_ms"] = "\(Int((ttfb * 1000).rounded()))" }
+        if let ttft = s.firstTokenSeconds { metadata["ttft_ms"] = "\(Int((ttft * 1000).rounded()))" }
         if s.streamed { metadata["stream"] = "true" }
         if s.clientGone { metadata["client_gone"] = "true" }
         if !s.upstreamErrors.isEmpty { metadata["upstream_errors"] = "\(s.upstreamErrors.joined(separator: ","))" }

@@ -419,6 +419,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     func upstreamBody(_ piece: ByteBuffer) {
         guard let x = self.exchange, x.responseStarted, let context else { return }
         x.lastActivity = .now()
+        if x.firstBodyAt == nil { x.firstBodyAt = x.lastActivity }
         x.summary.responseBytes += piece.readableBytes
         if x.api != nil { x.usage.feed(piece) }
         switch x.framing {
@@ -522,6 +523,13 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         guard x.placement === placement else { return }
         self.state.finish(placement, outcome: outcome)
         self.observer.inFlightChanged(replica: placement.replicaName, delta: -1)
+        switch outcome {
+        case .success, .clientGone: break
+        case .connectFailure: self.observer.upstreamError(replica: placement.replicaName, kind: "connect")
+        case .timeout: self.observer.upstreamError(replica: placement.replicaName, kind: "timeout")
+        case .serverError: self.observer.upstreamError(replica: placement.replicaName, kind: "status_5xx")
+        case .brokenStream: self.observer.upstreamError(replica: placement.replicaName, kind: "broken_stream")
+        }
         x.placement = nil
     }
 
@@ -617,6 +625,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         x.summary.status = status
         x.summary.seconds = Double((NIODeadline.now() - x.started).nanoseconds) / 1e9
         if let first = x.firstByteAt { x.summary.firstByteSeconds = Double((first - x.started).nanoseconds) / 1e9 }
+        if let first = x.firstBodyAt { x.summary.firstTokenSeconds = Double((first - x.started).nanoseconds) / 1e9 }
         x.summary.usagePromptTokens = x.usage.promptTokens
         x.summary.usageCachedTokens = x.usage.cachedTokens
         self.observer.requestFinished(x.summary)

@@ -243,6 +243,7 @@ final class Exchange {
     var heldHead: ByteBuffer?
     var events = SSEEventBuffer()
     var firstByteAt: NIODeadline?
+    var firstBodyAt: NIODeadline?
     var firstByteDeadline: NIODeadline?
     var lastActivity: NIODeadline
     var usage = UsageScanner()

@@ -15,8 +15,10 @@ public struct RequestSummary: Sendable {
     /// Why attempts failed, in order (connect, 503, timeout...).
     public var upstreamErrors: [String]
     public var seconds: Double
-    /// Time to the first response byte from the replica.
+    /// Time to the response head from the replica.
     public var firstByteSeconds: Double?
+    /// Time to the first body byte from the replica (the first token of a stream).
+    public var firstTokenSeconds: Double?
     public var streamed: Bool
     public var clientGone: Bool
     public var promptTokensEstimate: Int?
@@ -47,6 +49,8 @@ public protocol ProxyObserver: Sendable {
     func requestFinished(_ summary: RequestSummary)
     /// A retry on another replica.
     func retried(replica: String, reason: String)
+    /// A failed attempt on a replica: connect, timeout, status_5xx, broken_stream.
+    func upstreamError(replica: String, kind: String)
     func inFlightChanged(replica: String, delta: Int)
 }
 
@@ -61,5 +65,6 @@ public struct ObserverList: ProxyObserver {
     public func requestStarted(route: String) { for o in self.observers { o.requestStarted(route: route) } }
     public func requestFinished(_ summary: RequestSummary) { for o in self.observers { o.requestFinished(summary) } }
     public func retried(replica: String, reason: String) { for o in self.observers { o.retried(replica: replica, reason: reason) } }
+    public func upstreamError(replica: String, kind: String) { for o in self.observers { o.upstreamError(replica: replica, kind: kind) } }
     public func inFlightChanged(replica: String, delta: Int) { for o in self.observers { o.inFlightChanged(replica: replica, delta: delta) } }
 }

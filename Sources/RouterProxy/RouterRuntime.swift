@@ -4,33 +4,57 @@ import NIOPosix
 import RouterConfig
 import ServiceLifecycle
 
-/// Everything `cacheroute serve` runs, assembled once: the shared state, the data-plane listener
-/// and the services around it. Tests and the demo start the same thing.
+/// Everything `cacheroute serve` runs, assembled once: the shared state, the data-plane
+/// listener, the admin listener, the probes, config reload. Tests and the demo start the same.
 public struct RouterRuntime: Sendable {
     public let state: RouterState
     public let proxy: ProxyServer
+    public let admin: AdminServer?
+    public let probes: ProbeService
+    public let metrics: RouterMetrics
     public let reload: ConfigReloadService?
     public var services: [any Service]
 
+    /// - Parameters:
+    ///   - admin: bind the admin listener (`admin_listen`).
     public static func start(
         config: RouterConfiguration,
         configPath: String?,
         logger: Logger,
+        admin: Bool = true,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> RouterRuntime {
         let loops = group.makeIterator().reduce(0) { n, _ in n + 1 }
         let state = RouterState(config: config, logger: logger, eventLoops: loops)
-        var observers: [any ProxyObserver] = []
+        let metrics = RouterMetrics(state: state)
+        var observers: [any ProxyObserver] = [metrics]
         if config.logging.accessLog { observers.append(AccessLog(logger: Logger(label: "cacheroute.access"))) }
+        let probes = ProbeService(state: state, logger: Logger(label: "cacheroute.probe"))
         let proxy = try await ProxyServer.start(state: state, group: group, observer: ObserverList(observers), logger: logger)
-        var services: [any Service] = []
+        var services: [any Service] = [probes]
+        var adminServer: AdminServer?
+        if admin {
+            do {
+                adminServer = try await AdminServer.start(state: state, metrics: metrics, probes: probes, group: group, logger: logger)
+            } catch {
+                await proxy.stop(drain: 0)
+                throw error
+            }
+            services.append(adminServer!)
+        }
         var reload: ConfigReloadService?
         if let configPath {
-            let service = ConfigReloadService(path: configPath, state: state, logger: logger)
+            let service = ConfigReloadService(path: configPath, state: state, logger: logger) { metrics.reloaded(success: $0) }
             services.append(service)
             reload = service
         }
         services.append(proxy)
-        return RouterRuntime(state: state, proxy: proxy, reload: reload, services: services)
+        return RouterRuntime(state: state, proxy: proxy, admin: adminServer, probes: probes, metrics: metrics, reload: reload, services: services)
+    }
+
+    /// Stops the listeners at once (tests, the demo); `serve` stops through its service group.
+    public func stop(drain seconds: Double = 0.5) async {
+        await self.proxy.stop(drain: seconds)
+        await self.admin?.stop()
     }
 }

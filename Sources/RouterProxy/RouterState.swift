@@ -103,6 +103,8 @@ public final class RouterState: Sendable {
         var lastRetryRefill: Double
         /// Models each replica reported on `/v1/models` (probes).
         var probedModels: [String: [String]] = [:]
+        /// What the probes last learned of each replica.
+        var probes: [String: ProbeReport] = [:]
         var proxySettings: ProxySettings
     }
 
@@ -357,6 +359,7 @@ public final class RouterState: Sendable {
         var health: [String: ReplicaHealth] = [:]
         for spec in specs { health[spec.name] = s.health[spec.name] ?? ReplicaHealth() }
         s.health = health
+        s.probes = s.probes.filter { health[$0.key] != nil }
         let routable = specs.map { health[$0.name]!.isRoutable(now: now) }
         s.fleet = FleetSnapshot(
             replicas: specs,
@@ -380,12 +383,34 @@ public final class RouterState: Sendable {
         for callback in self.onChange.withLockedValue({ $0 }) { callback(fleet) }
     }
 
-    /// Every replica with its health and load, for `/admin/replicas` and `/readyz`.
-    public func replicaReport() -> [(spec: ReplicaSpec, routable: Bool, health: ReplicaHealth, load: ReplicaLoad)] {
+    /// Every replica with its health, load and probe results, for `/admin/replicas` and metrics.
+    public func replicaReport() -> [ReplicaReport] {
         self.inner.withLockedValue { s in
             s.fleet.replicas.enumerated().map { i, spec in
-                (spec, s.fleet.routable[i], s.health[spec.name] ?? ReplicaHealth(), s.router.load(replicaID: s.fleet.ids[i]))
+                ReplicaReport(
+                    spec: spec,
+                    url: s.endpoints[i].url,
+                    routable: s.fleet.routable[i],
+                    health: s.health[spec.name] ?? ReplicaHealth(),
+                    load: s.router.load(replicaID: s.fleet.ids[i]),
+                    probe: s.probes[spec.name] ?? ProbeReport()
+                )
             }
+        }
+    }
+
+    /// Records what a probe round learned of a replica (signals and scrape errors).
+    public func recordProbe(_ name: String, _ update: (inout ProbeReport) -> Void) {
+        self.inner.withLockedValue { s in
+            guard s.health[name] != nil else { return }
+            update(&s.probes[name, default: ProbeReport()])
+        }
+    }
+
+    /// Hot-prefix state for metrics: widenings so far and prefixes widened now.
+    public func spillSummary() -> (widenings: Int, widened: Int) {
+        self.inner.withLockedValue { s in
+            (s.router.spill.widenings, s.router.spill.widenedKeys(base: s.config.routing.placement.groupSize))
         }
     }
 
@@ -396,4 +421,37 @@ public final class RouterState: Sendable {
             (s.router.decide(keys, header: header, fleet: s.fleet, now: now), s.fleet, s.config.routing)
         }
     }
+}
+
+/// One replica as `/admin/replicas` and the metrics show it.
+public struct ReplicaReport: Sendable {
+    public var spec: ReplicaSpec
+    public var url: ReplicaURL
+    public var routable: Bool
+    public var health: ReplicaHealth
+    public var load: ReplicaLoad
+    public var probe: ProbeReport
+}
+
+/// What the probes learned of a replica.
+public struct ProbeReport: Sendable {
+    /// Prefix-cache hit ratio between the last two scrapes (0-1).
+    public var hitRatio: Double?
+    public var waiting: Int?
+    public var running: Int?
+    public var kvUsage: Double?
+    /// KV capacity from `vllm:cache_config_info` (tokens).
+    public var cacheTokens: Int?
+    /// Cumulative prefix-cache counters at the last scrape (vLLM).
+    public var cacheQueries: Double?
+    public var cacheHits: Double?
+    public var probeFailures = 0
+    /// The last failed /health or /metrics probe, and when (seconds since start).
+    public var lastError: String?
+    public var lastErrorAt: Double?
+    /// When the replica was last probed successfully (seconds since start).
+    public var lastSuccessAt: Double?
+    public var models: [String]?
+
+    public init() {}
 }

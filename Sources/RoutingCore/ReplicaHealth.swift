@@ -45,6 +45,8 @@ public struct ReplicaHealth: Sendable, Equatable {
     public private(set) var requestFailures = 0
     public private(set) var ejectedUntil: Double?
     public private(set) var ejections = 0
+    /// Every ejection since start (for metrics; `ejections` counts the current run only).
+    public private(set) var ejectionsTotal = 0
     public private(set) var lastError: String?
 
     public init(state: State = .unknown) {
@@ -106,6 +108,7 @@ public struct ReplicaHealth: Sendable, Equatable {
         let length = min(settings.maxEjectionSeconds, settings.ejectionSeconds * Double(1 << min(self.ejections, 20)))
         self.ejectedUntil = now + length
         self.ejections += 1
+        self.ejectionsTotal += 1
         self.requestFailures = 0
         return true
     }

@@ -44,9 +44,16 @@ public struct SpillTracker: Sendable {
     }
 
     var entries: [UInt64: Entry] = [:]
+    /// Times a group widened (a hot prefix got another replica), for metrics.
+    public private(set) var widenings = 0
 
     public init(settings: SpillSettings = SpillSettings()) {
         self.settings = settings
+    }
+
+    /// Prefixes whose group is wider than `base` now.
+    public func widenedKeys(base: Int) -> Int {
+        self.entries.values.reduce(0) { $0 + ($1.width > base ? 1 : 0) }
     }
 
     /// Number of keys tracked now (never above `maxTrackedKeys`).
@@ -83,6 +90,7 @@ public struct SpillTracker: Sendable {
         entry.updated = now
         let (width, changed) = self.nextWidth(entry, rate: entry.rate, base: base, poolSize: poolSize, now: now)
         if changed {
+            if width > entry.width { self.widenings += 1 }
             entry.width = width
             entry.widthSince = now
         }

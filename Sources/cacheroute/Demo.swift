@@ -27,6 +27,9 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Router port (with --keep: where to curl).")
     var port = 8080
 
+    @Option(name: .customLong("admin-port"), help: "Admin port (/metrics, /admin/replicas).")
+    var adminPort = 9090
+
     @Flag(help: "Keep the router and its replicas running after the comparison (Ctrl-C stops).")
     var keep = false
 
@@ -43,6 +46,7 @@ struct Demo: AsyncParsableCommand {
     static let embeddedConfig = """
         # cacheroute demo: the router in front of four local emulated replicas.
         listen: 127.0.0.1:PORT
+        admin_listen: 127.0.0.1:ADMIN
         replicas:
         REPLICAS
         logging: {level: warning, access_log: false}
@@ -70,7 +74,7 @@ struct Demo: AsyncParsableCommand {
         let routed = try await self.startFleet(logger: logger)
         var config: RouterConfiguration
         do {
-            config = try Self.config(port: self.port, replicas: routed)
+            config = try Self.config(port: self.port, adminPort: self.adminPort, replicas: routed)
         } catch {
             for s in routed { await s.stop() }
             throw error
@@ -80,9 +84,10 @@ struct Demo: AsyncParsableCommand {
             runtime = try await RouterRuntime.start(config: config, configPath: nil, logger: logger)
         } catch {
             for s in routed { await s.stop() }
-            printError("cannot listen on 127.0.0.1:\(self.port) (\(error)); pick another port with --port")
+            printError("cannot listen on 127.0.0.1:\(self.port) or :\(self.adminPort) (\(error)); pick others with --port and --admin-port")
             throw ExitCode(1)
         }
+        let probes = Task { try? await runtime.probes.run() }
         let viaRouter = await Self.drive(workload, concurrency: self.concurrency, progress: progress, stage: 0, label: "cacheroute") { _ in
             (runtime.proxy.port, nil, client)
         }
@@ -100,7 +105,8 @@ struct Demo: AsyncParsableCommand {
         self.report(routed: (viaRouter, routed), roundRobin: (viaRoundRobin, plain))
 
         guard self.keep else {
-            await runtime.proxy.stop()
+            probes.cancel()
+            await runtime.stop()
             for s in routed { await s.stop() }
             return
         }
@@ -111,12 +117,15 @@ struct Demo: AsyncParsableCommand {
               curl -s http://127.0.0.1:\(runtime.proxy.port)/v1/chat/completions -H 'content-type: application/json' \\
                 -d '{"model":"cacheroute-demo","messages":[{"role":"user","content":"Hello"}],"max_tokens":8}' -i
               \(CommandLine.arguments[0]) explain --config <(echo '\(Self.inlineConfig(port: runtime.proxy.port, replicas: routed))') <<< '{"model":"cacheroute-demo","messages":[{"role":"user","content":"Hello"}]}'
+              curl -s http://127.0.0.1:\(runtime.admin?.port ?? self.adminPort)/admin/replicas      # health, load, hit ratios
+              curl -s http://127.0.0.1:\(runtime.admin?.port ?? self.adminPort)/metrics             # Prometheus
             Ctrl-C stops.
             """
         )
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         for await _ in signals { break }
-        await runtime.proxy.stop(drain: 2)
+        probes.cancel()
+        await runtime.stop(drain: 2)
         for s in routed { await s.stop() }
     }
 
@@ -132,9 +141,9 @@ struct Demo: AsyncParsableCommand {
         return servers
     }
 
-    static func config(port: Int, replicas: [EmulatorServer]) throws -> RouterConfiguration {
+    static func config(port: Int, adminPort: Int, replicas: [EmulatorServer]) throws -> RouterConfiguration {
         let list = replicas.map { "  - {name: \($0.replica.settings.name), url: \"http://127.0.0.1:\($0.port)\"}" }.joined(separator: "\n")
-        let yaml = Self.embeddedConfig.replacingOccurrences(of: "PORT", with: String(port)).replacingOccurrences(of: "REPLICAS", with: list)
+        let yaml = Self.embeddedConfig.replacingOccurrences(of: "ADMIN", with: String(adminPort)).replacingOccurrences(of: "PORT", with: String(port)).replacingOccurrences(of: "REPLICAS", with: list)
         return try RouterConfiguration.parse(yaml: yaml, file: "<embedded demo config>")
     }
 

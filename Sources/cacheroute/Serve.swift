@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import RouterConfig
 import RouterProxy
 import ServiceLifecycle
@@ -31,7 +33,15 @@ struct Serve: AsyncParsableCommand {
         }
         LogSetup.bootstrap(configuration.logging)
         let logger = Logger(label: "cacheroute")
-        let runtime = try await RouterRuntime.start(config: configuration, configPath: self.config, logger: logger)
+        let runtime: RouterRuntime
+        do {
+            runtime = try await RouterRuntime.start(config: configuration, configPath: self.config, logger: logger)
+        } catch {
+            printError("cannot start: \(error) (listen \(configuration.listen.host):\(configuration.listen.port), admin_listen \(configuration.adminListen.host):\(configuration.adminListen.port))")
+            throw ExitCode(1)
+        }
+        // Libraries that report through swift-metrics land in the same /metrics.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: runtime.metrics.registry))
         let group = ServiceGroup(
             configuration: .init(
                 services: runtime.services,

@@ -36,16 +36,17 @@ func withRouter<T>(
     try await TestSupport.withEmulators(count, configure: emulator) { servers in
         var c = RouterConfiguration()
         c.listen = ListenAddress(host: "127.0.0.1", port: 0)
+        c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
         c.replicas = servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }
         c.logging.accessLog = false
         config(&c, servers)
         let runtime = try await RouterRuntime.start(config: c, configPath: configPath, logger: TestSupport.logger)
         do {
             let result = try await body(runtime, servers)
-            await runtime.proxy.stop()
+            await runtime.stop()
             return result
         } catch {
-            await runtime.proxy.stop()
+            await runtime.stop()
             throw error
         }
     }
@@ -335,6 +336,7 @@ struct ProxyTests {
             try yaml(servers).write(toFile: path, atomically: true, encoding: .utf8)
             var config = try RouterConfiguration.load(path: path)
             config.listen = ListenAddress(host: "127.0.0.1", port: 0)
+            config.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
             let runtime = try await RouterRuntime.start(config: config, configPath: path, logger: TestSupport.logger)
             let port = runtime.proxy.port
             let results = try await withThrowingTaskGroup(of: [HTTPResponseStatus].self) { group in
@@ -363,7 +365,7 @@ struct ProxyTests {
                 for try await statuses in group { all += statuses }
                 return all
             }
-            await runtime.proxy.stop()
+            await runtime.stop()
             #expect(results.count == 240)
             #expect(results.allSatisfy { $0 == .ok }, "\(results.filter { $0 != .ok })")
         }
@@ -378,6 +380,7 @@ struct ProxyTests {
             try good.write(toFile: path, atomically: true, encoding: .utf8)
             var config = try RouterConfiguration.load(path: path)
             config.listen = ListenAddress(host: "127.0.0.1", port: 0)
+            config.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
             let runtime = try await RouterRuntime.start(config: config, configPath: path, logger: TestSupport.logger)
             let before = runtime.state.version
             try "replicas:\n  - {name: r1, url: ftp://nope}\nrouting: {load: {factor: -1}}\n".write(toFile: path, atomically: true, encoding: .utf8)
@@ -387,7 +390,7 @@ struct ProxyTests {
             #expect(runtime.state.reloadFailures == 1)
             let r = try await TestSupport.post(runtime.proxy.port, "/v1/chat/completions", chatBody(session: 7))
             #expect(r.status == .ok)
-            await runtime.proxy.stop()
+            await runtime.stop()
         }
     }
 
@@ -399,6 +402,7 @@ struct ProxyTests {
         }) { servers in
             var c = RouterConfiguration()
             c.listen = ListenAddress(host: "127.0.0.1", port: 0)
+            c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
             c.replicas = [ReplicaSpec(name: "r1", url: "http://127.0.0.1:\(servers[0].port)")]
             c.logging.accessLog = false
             let runtime = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
@@ -408,7 +412,7 @@ struct ProxyTests {
                 connectTimeout: 2,
                 responseTimeout: 5
             )
-            async let stopped: Void = runtime.proxy.stop(drain: 5)
+            async let stopped: Void = runtime.stop(drain: 5)
             var text = ""
             for try await chunk in stream.body { text += String(buffer: chunk) }
             await stopped
