@@ -80,7 +80,7 @@ let package = Package(
         ),
 
         // MARK: - Network layers
-        .target(name: "PrometheusText", swiftSettings: swiftSettings),
+        .target(name: "PrometheusText", dependencies: ["RoutingCore"], swiftSettings: swiftSettings),
         .target(
             name: "HTTPTransport",
             dependencies: [nioCore, nioPosix, nioHTTP1, logging, .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
@@ -109,7 +109,7 @@ let package = Package(
 
         .target(
             name: "LiveLoad",
-            dependencies: ["HTTPTransport", "FastJSON", "RoutingCore", nioCore, nioHTTP1],
+            dependencies: ["HTTPTransport", "FastJSON", "RoutingCore", "TraceReplay", "PrometheusText", nioCore, nioHTTP1],
             swiftSettings: swiftSettings
         ),
 
@@ -163,7 +163,7 @@ let package = Package(
             name: "RouterProxyTests",
             dependencies: [
                 "CacheRouteTestSupport", "RouterProxy", "RouterConfig", "RoutingCore", "ReplicaEmulator", "ReplicaModel", "HTTPTransport", "FastJSON",
-                "PrometheusText", nioCore, nioHTTP1, logging,
+                "PrometheusText", "LiveLoad", "TraceReplay", nioCore, nioPosix, nioHTTP1, logging,
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings

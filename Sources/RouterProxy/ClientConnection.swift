@@ -656,17 +656,6 @@ extension Channel {
     }
 }
 
-extension RequestAPI {
-    /// The path the API is served on.
-    var path: String {
-        switch self {
-        case .chat: return "/v1/chat/completions"
-        case .completions: return "/v1/completions"
-        case .generate: return "/generate"
-        }
-    }
-}
-
 extension HTTP1Head {
     /// Whether `range` starts with `literal`, ASCII case-insensitive (a lower-case literal).
     func equalsPrefix(_ range: Range<Int>, _ literal: StaticString) -> Bool {

@@ -9,7 +9,7 @@ struct CacheRoute: AsyncParsableCommand {
             Routes each request to the replica most likely to hold its prompt prefix in KV cache,
             without overloading anyone. Start with `cacheroute demo`.
             """,
-        subcommands: [Demo.self, Serve.self, Check.self, Explain.self, Emulate.self, Simulate.self]
+        subcommands: [Demo.self, Serve.self, Check.self, Explain.self, Emulate.self, Simulate.self, Replay.self]
     )
 }
 

@@ -94,7 +94,7 @@ struct Demo: AsyncParsableCommand {
 
         // 2. The same workload round-robin over a fresh fleet.
         let plain = try await self.startFleet(logger: logger)
-        let counter = Counter()
+        let counter = SharedCounter()
         let viaRoundRobin = await Self.drive(workload, concurrency: self.concurrency, progress: progress, stage: 1, label: "round-robin") { _ in
             let server = plain[counter.increment() % plain.count]
             return (server.port, server.replica.settings.name, client)
@@ -167,7 +167,7 @@ struct Demo: AsyncParsableCommand {
         target: @escaping @Sendable (Int) -> (port: Int, replica: String?, client: StreamingClient)
     ) async -> [Sample] {
         let total = workload.requestCount
-        let done = Counter()
+        let done = SharedCounter()
         return await withTaskGroup(of: [Sample].self) { group in
             var all: [Sample] = []
             for (index, conversation) in workload.conversations.enumerated() {
@@ -258,18 +258,5 @@ struct Demo: AsyncParsableCommand {
     static func format(_ value: Double) -> String {
         let tenths = Int((value * 10).rounded())
         return tenths % 10 == 0 ? "\(tenths / 10)" : "\(tenths / 10).\(tenths % 10)"
-    }
-}
-
-/// A shared counter for concurrent tasks.
-final class Counter: Sendable {
-    private let value = Mutex(0)
-
-    /// Adds one; returns the new value.
-    func increment() -> Int {
-        self.value.withLock { v in
-            v += 1
-            return v
-        }
     }
 }
