@@ -87,6 +87,11 @@ let package = Package(
             swiftSettings: hotPathSettings
         ),
         .target(
+            name: "Discovery",
+            dependencies: [nioCore, nioPosix, .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "ReplicaEmulator",
             dependencies: [
                 "HTTPTransport", "ReplicaModel", "PrometheusText", "FastJSON", "RoutingCore", "XXHash", nioCore, nioPosix, nioHTTP1,
@@ -98,7 +103,8 @@ let package = Package(
         .target(
             name: "RouterProxy",
             dependencies: [
-                "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", "PrometheusText", nioCore, nioPosix, nioHTTP1, logging, lifecycle, atomics,
+                "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", "PrometheusText", "Discovery", nioCore, nioPosix, nioHTTP1, logging,
+                lifecycle, atomics,
                 metrics, .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -163,7 +169,7 @@ let package = Package(
             name: "RouterProxyTests",
             dependencies: [
                 "CacheRouteTestSupport", "RouterProxy", "RouterConfig", "RoutingCore", "ReplicaEmulator", "ReplicaModel", "HTTPTransport", "FastJSON",
-                "PrometheusText", "LiveLoad", "TraceReplay", nioCore, nioPosix, nioHTTP1, logging,
+                "PrometheusText", "LiveLoad", "TraceReplay", "Discovery", nioCore, nioPosix, nioHTTP1, logging,
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings

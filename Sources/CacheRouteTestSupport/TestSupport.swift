@@ -91,6 +91,11 @@ public enum TestSupport {
         let inPipe = Pipe()
         if input != nil { process.standardInput = inPipe }
         try process.run()
+        // SIGKILL: a child inherits the test process's blocked-signal mask, so SIGTERM may never land.
+        let pid = process.processIdentifier
+        let watchdog = DispatchWorkItem { if process.isRunning { kill(pid, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        defer { watchdog.cancel() }
         if let input {
             inPipe.fileHandleForWriting.write(Data(input.utf8))
             try inPipe.fileHandleForWriting.close()

@@ -11,6 +11,7 @@ public struct RouterRuntime: Sendable {
     public let proxy: ProxyServer
     public let admin: AdminServer?
     public let probes: ProbeService
+    public let discovery: DiscoveryService
     public let metrics: RouterMetrics
     public let reload: ConfigReloadService?
     public var services: [any Service]
@@ -31,7 +32,8 @@ public struct RouterRuntime: Sendable {
         if config.logging.accessLog { observers.append(AccessLog(logger: Logger(label: "cacheroute.access"))) }
         let probes = ProbeService(state: state, logger: Logger(label: "cacheroute.probe"))
         let proxy = try await ProxyServer.start(state: state, group: group, observer: ObserverList(observers), logger: logger)
-        var services: [any Service] = [probes]
+        let discovery = DiscoveryService(state: state, logger: Logger(label: "cacheroute.discovery"))
+        var services: [any Service] = [probes, discovery]
         var adminServer: AdminServer?
         if admin {
             do {
@@ -49,7 +51,9 @@ public struct RouterRuntime: Sendable {
             reload = service
         }
         services.append(proxy)
-        return RouterRuntime(state: state, proxy: proxy, admin: adminServer, probes: probes, metrics: metrics, reload: reload, services: services)
+        return RouterRuntime(
+            state: state, proxy: proxy, admin: adminServer, probes: probes, discovery: discovery, metrics: metrics, reload: reload, services: services
+        )
     }
 
     /// Stops the listeners at once (tests, the demo); `serve` stops through its service group.
