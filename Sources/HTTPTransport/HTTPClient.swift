@@ -100,7 +100,7 @@ public final class HTTPClient: Sendable {
         do {
             channel = try await ClientBootstrap(group: self.group)
                 .connectTimeout(.nanoseconds(Int64(connectTimeout * 1e9)))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()

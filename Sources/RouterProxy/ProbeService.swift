@@ -100,7 +100,9 @@ public final class ProbeService: Service, Sendable {
         }
         if let changed = self.state.probe(name, success: healthy, error: error) {
             let level: Logger.Level = changed == .down ? .warning : .notice
-            self.logger.log(level: level, "replica \(changed.rawValue)", metadata: ["replica": "\(name)", "error": "\(error ?? "")"])
+            var metadata: Logger.Metadata = ["replica": "\(name)"]
+            if let error { metadata["error"] = "\(error)" }
+            self.logger.log(level: level, "replica \(changed.rawValue)", metadata: metadata)
         }
         guard healthy else {
             self.state.recordProbe(name) { p in

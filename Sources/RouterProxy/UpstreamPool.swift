@@ -274,7 +274,7 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
         let handler = UpstreamHandler(maxHeadBytes: self.maxHeadBytes)
         return ClientBootstrap(group: self.loop)
             .connectTimeout(.nanoseconds(Int64(timeout * 1e9)))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(handler)
