@@ -166,6 +166,44 @@ struct RouterTests {
         #expect(Set(steady).count == 1, "steady rate gave widths \(Set(steady))")
     }
 
+    /// Several router instances: each tracks the rates of the requests it sees. Behind a balancer
+    /// that splits traffic evenly over N instances each sees 1/N of a hot prefix's rate, so
+    /// `spill.rps_per_replica` divided by N gives the widening one instance would make, and every
+    /// instance widens onto the same replicas (the ring order is shared).
+    @Test func instancesSplittingTrafficWidenAlikeWithTheThresholdDividedByTheirCount() {
+        func spill(_ rps: Double) -> RoutingSettings {
+            var settings = RoutingSettings()
+            settings.placement.groupSize = 2
+            settings.placement.spill = SpillSettings(rpsPerReplica: rps, rateWindowSeconds: 5, narrowBelow: 0.7, holdSeconds: 10)
+            return settings
+        }
+        let f = fleet(8)
+        /// Sends 24 rps of one hot prefix for 30 s, round robin over `routers`; returns each one's group.
+        func run(_ routers: inout [Router]) -> [[Int]] {
+            var now = 0.0
+            for session in 0..<720 {
+                let i = session % routers.count
+                let (_, t) = routers[i].send(conversation(session, turns: 1), fleet: f, now: now)
+                routers[i].finish(t!)
+                now += 1.0 / 24
+            }
+            return routers.map { router in
+                let d = router.decide(KeyExtractor.extract(api: .chat, body: conversation(99_999, turns: 1), rules: router.settings.keying), fleet: f, now: now)
+                return Array(d.candidates.prefix(d.groupWidth).map(\.replica)).sorted()
+            }
+        }
+        var one = [Router(settings: spill(4))]
+        let alone = run(&one)[0]
+        #expect(alone.count >= 5, "one instance at 24 rps widens to \(alone.count)")
+        var adjusted = [Router(settings: spill(2)), Router(settings: spill(2))]
+        let split = run(&adjusted)
+        #expect(split[0] == alone && split[1] == alone, "halved threshold: \(split) vs \(alone)")
+        var unadjusted = [Router(settings: spill(4)), Router(settings: spill(4))]
+        let narrower = run(&unadjusted)
+        #expect(narrower[0] == narrower[1], "the instances agree with each other")
+        #expect(narrower[0].count < alone.count && Set(narrower[0]).isSubset(of: Set(alone)), "each sees half the rate: \(narrower[0]) within \(alone)")
+    }
+
     @Test func placedSessionsStayWhenTheGroupWidens() {
         var settings = RoutingSettings()
         settings.placement.spill = SpillSettings(rpsPerReplica: 2, rateWindowSeconds: 5, narrowBelow: 0.7, holdSeconds: 10)
