@@ -1,3 +1,5 @@
+import RoutingCore
+
 /// A vLLM-style prefix cache of KV blocks, in tokens.
 ///
 /// Blocks are identified by chain hashes (`BlockChain`, the salt in the first seed), so a block is
@@ -12,19 +14,13 @@ public struct EngineCache: Sendable {
     public let capacityBlocks: Int
     public let blockTokens: Int
 
-    /// Open-addressing table: hash -> node + 1 (0 empty).
-    private var table: [Int32]
-    private var mask: Int
-    private var keys: [UInt64]
-    private var pins: [Int32]
-    /// Evictable list (unpinned cached blocks), least recent at `head`.
-    private var prev: [Int32]
-    private var next: [Int32]
-    private var head: Int32 = -1
-    private var tail: Int32 = -1
-    private var free: [Int32] = []
+    /// Hashed blocks held (pinned or evictable); the list holds the evictable ones, least
+    /// recently released at the head. Pinned blocks are in the table, not in the list.
+    private var blocks: HashedList
+    /// Pin count per node.
+    private var pins: [Int32] = []
     /// Hashed blocks held (pinned or evictable).
-    public private(set) var usedBlocks = 0
+    public var usedBlocks: Int { self.blocks.count }
     /// Blocks in use by running requests: their pinned prompt blocks plus reserved output blocks.
     public private(set) var pinnedBlocks = 0
     /// Anonymous blocks reserved for outputs being generated.
@@ -37,15 +33,7 @@ public struct EngineCache: Sendable {
     public init(capacityTokens: Int, blockTokens: Int = 16) {
         self.blockTokens = max(1, blockTokens)
         self.capacityBlocks = max(1, capacityTokens / self.blockTokens)
-        var size = 16
-        while size < 2 * self.capacityBlocks { size <<= 1 }
-        self.table = [Int32](repeating: 0, count: size)
-        self.mask = size - 1
-        self.keys = []
-        self.pins = []
-        self.prev = []
-        self.next = []
-        self.keys.reserveCapacity(min(self.capacityBlocks, 1 << 20))
+        self.blocks = HashedList(capacity: self.capacityBlocks)
     }
 
     /// Blocks a request may use without eviction: every free or evictable block.
@@ -58,7 +46,7 @@ public struct EngineCache: Sendable {
     public func cachedPrefix(_ chain: [UInt64]) -> Int {
         var n = 0
         for hash in chain {
-            guard self.slot(of: hash) != nil else { break }
+            guard self.blocks.node(of: hash) != nil else { break }
             n += 1
         }
         return n
@@ -80,7 +68,7 @@ public struct EngineCache: Sendable {
         // Blocks that must become pinned: the uncached ones, plus cached ones that are evictable now.
         var needed = extraBlocks
         for (i, hash) in chain.enumerated() {
-            if i < cachedBlocks, let s = self.slot(of: hash), self.pins[Int(self.table[s] - 1)] > 0 { continue }
+            if i < cachedBlocks, let node = self.blocks.node(of: hash), self.pins[Int(node)] > 0 { continue }
             needed += 1
         }
         guard needed <= self.availableBlocks else { return nil }
@@ -119,49 +107,21 @@ public struct EngineCache: Sendable {
     /// A block pinned by a running request is left to its owner.
     @inline(__always)
     private mutating func touchReleased(_ hash: UInt64) {
-        if let s = self.slot(of: hash) {
-            let node = self.table[s] - 1
+        if let node = self.blocks.node(of: hash) {
             guard self.pins[Int(node)] == 0 else { return }
-            if node != self.tail {
-                self.unlink(node)
-                self.appendTail(node)
+            if node != self.blocks.tail {
+                self.blocks.unlink(node)
+                self.blocks.pushBack(node)
             }
             return
         }
-        if self.usedBlocks + self.reservedBlocks >= self.capacityBlocks {
-            guard self.head >= 0 else { return }
-            self.evictHead()
-        }
-        let node: Int32
-        if let reused = self.free.popLast() {
-            node = reused
-            self.keys[Int(node)] = hash
-            self.pins[Int(node)] = 0
-        } else {
-            node = Int32(self.keys.count)
-            self.keys.append(hash)
-            self.pins.append(0)
-            self.prev.append(-1)
-            self.next.append(-1)
-        }
-        var i = Int(truncatingIfNeeded: hash) & self.mask
-        while self.table[i] != 0 { i = (i + 1) & self.mask }
-        self.table[i] = node + 1
-        self.usedBlocks += 1
-        self.appendTail(node)
-    }
-
-    @inline(__always)
-    private mutating func appendTail(_ node: Int32) {
-        self.prev[Int(node)] = self.tail
-        self.next[Int(node)] = -1
-        if self.tail >= 0 { self.next[Int(self.tail)] = node } else { self.head = node }
-        self.tail = node
+        guard self.makeRoom() else { return }
+        self.blocks.pushBack(self.addBlock(hash, pins: 0))
     }
 
     /// Forgets everything (as `POST /reset_prefix_cache`); pinned blocks stay.
     public mutating func reset() {
-        while self.head >= 0 { self.evictHead() }
+        while self.blocks.head >= 0 { self.blocks.remove(self.blocks.head) }
         self.queriedTokens = 0
         self.hitTokens = 0
     }
@@ -176,94 +136,45 @@ public struct EngineCache: Sendable {
 
     /// Pins a block, inserting it if needed; false when there is no room (every block pinned).
     private mutating func pin(_ hash: UInt64) -> Bool {
-        if let s = self.slot(of: hash) {
-            let node = self.table[s] - 1
+        if let node = self.blocks.node(of: hash) {
             if self.pins[Int(node)] == 0 {
-                self.unlink(node)
+                self.blocks.unlink(node)
                 self.pinnedBlocks += 1
             }
             self.pins[Int(node)] += 1
             return true
         }
-        if self.usedBlocks + self.reservedBlocks >= self.capacityBlocks {
-            guard self.head >= 0 else { return false }
-            self.evictHead()
-        }
-        let node: Int32
-        if let reused = self.free.popLast() {
-            node = reused
-            self.keys[Int(node)] = hash
-            self.pins[Int(node)] = 1
-        } else {
-            node = Int32(self.keys.count)
-            self.keys.append(hash)
-            self.pins.append(1)
-            self.prev.append(-1)
-            self.next.append(-1)
-        }
-        var i = Int(truncatingIfNeeded: hash) & self.mask
-        while self.table[i] != 0 { i = (i + 1) & self.mask }
-        self.table[i] = node + 1
-        self.usedBlocks += 1
+        guard self.makeRoom() else { return false }
+        _ = self.addBlock(hash, pins: 1)
         self.pinnedBlocks += 1
         return true
     }
 
     private mutating func unpin(_ hash: UInt64) {
-        guard let s = self.slot(of: hash) else { return }
-        let node = self.table[s] - 1
-        guard self.pins[Int(node)] > 0 else { return }
+        guard let node = self.blocks.node(of: hash), self.pins[Int(node)] > 0 else { return }
         self.pins[Int(node)] -= 1
         if self.pins[Int(node)] == 0 {
             self.pinnedBlocks -= 1
             // Most recently released goes to the tail (evicted last).
-            self.appendTail(node)
+            self.blocks.pushBack(node)
         }
     }
 
-    private mutating func evictHead() {
-        let node = self.head
-        guard node >= 0 else { return }
-        self.unlink(node)
-        if let s = self.slot(of: self.keys[Int(node)]) { self.removeSlot(s) }
-        self.free.append(node)
-        self.usedBlocks -= 1
-    }
-
-    private mutating func unlink(_ node: Int32) {
-        let p = self.prev[Int(node)]
-        let n = self.next[Int(node)]
-        if p >= 0 { self.next[Int(p)] = n } else if self.head == node { self.head = n }
-        if n >= 0 { self.prev[Int(n)] = p } else if self.tail == node { self.tail = p }
-        self.prev[Int(node)] = -1
-        self.next[Int(node)] = -1
-    }
-
+    /// Evicts the least recently released block when the cache is full; false when every block
+    /// is pinned or reserved.
     @inline(__always)
-    private func slot(of hash: UInt64) -> Int? {
-        var i = Int(truncatingIfNeeded: hash) & self.mask
-        while true {
-            let entry = self.table[i]
-            if entry == 0 { return nil }
-            if self.keys[Int(entry - 1)] == hash { return i }
-            i = (i + 1) & self.mask
-        }
+    private mutating func makeRoom() -> Bool {
+        guard self.usedBlocks + self.reservedBlocks >= self.capacityBlocks else { return true }
+        guard self.blocks.head >= 0 else { return false }
+        self.blocks.remove(self.blocks.head)
+        return true
     }
 
-    private mutating func removeSlot(_ start: Int) {
-        var i = start
-        var j = start
-        while true {
-            j = (j + 1) & self.mask
-            let entry = self.table[j]
-            if entry == 0 { break }
-            let ideal = Int(truncatingIfNeeded: self.keys[Int(entry - 1)]) & self.mask
-            let between = i <= j ? (ideal > i && ideal <= j) : (ideal > i || ideal <= j)
-            if !between {
-                self.table[i] = entry
-                i = j
-            }
-        }
-        self.table[i] = 0
+    /// A new block node (not linked) with its pin count.
+    @inline(__always)
+    private mutating func addBlock(_ hash: UInt64, pins: Int32) -> Int32 {
+        let node = self.blocks.add(hash)
+        if Int(node) < self.pins.count { self.pins[Int(node)] = pins } else { self.pins.append(pins) }
+        return node
     }
 }
