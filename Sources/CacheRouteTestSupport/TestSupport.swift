@@ -67,6 +67,37 @@ public enum TestSupport {
         return try Self.run(python, ["-c", script])
     }
 
+    /// Drives an OpenAI-compatible server on `port` with the official `openai` Python client: models,
+    /// chat (non-streaming, then streamed with usage), completions, and a 404 for an unknown model.
+    /// `chatArguments` are added to the first chat call, `chatChecks` are Python lines run after it
+    /// (on its response `r`). Returns whether it printed "ok", with its output; nil when Python or
+    /// the package is missing (the caller skips).
+    public static func openAIClientCheck(port: Int, chatArguments: String = "", chatChecks: String = "") throws -> (passed: Bool, output: String)? {
+        let script = """
+            import openai, sys
+            c = openai.OpenAI(base_url="http://127.0.0.1:\(port)/v1", api_key="none", max_retries=0)
+            assert [m.id for m in c.models.list().data] == ["cacheroute-demo"]
+            r = c.chat.completions.create(model="cacheroute-demo", messages=[{"role": "user", "content": "hi"}], max_tokens=3\(chatArguments))
+            assert r.choices[0].message.role == "assistant" and r.usage.completion_tokens == 3, r
+            \(chatChecks)
+            s = c.chat.completions.create(model="cacheroute-demo", messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                stream=True, stream_options={"include_usage": True})
+            chunks = list(s)
+            text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+            assert len(text) == 16 and chunks[-1].usage.completion_tokens == 4, chunks
+            t = c.completions.create(model="cacheroute-demo", prompt="Once upon a time", max_tokens=2)
+            assert t.choices[0].finish_reason == "length" and len(t.choices[0].text) == 8
+            try:
+                c.chat.completions.create(model="missing", messages=[{"role": "user", "content": "x"}])
+                sys.exit("expected NotFoundError")
+            except openai.NotFoundError:
+                pass
+            print("ok")
+            """
+        guard let (status, output) = try Self.python(script, requires: "openai") else { return nil }
+        return (status == 0 && output.contains("ok"), output)
+    }
+
     /// `promtool check metrics` on `text`; nil when promtool is not installed.
     public static func promtool(_ text: String) throws -> (status: Int32, output: String)? {
         guard let promtool = Self.which("promtool") else { return nil }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import TraceReplay
 
 @main
 struct CacheRoute: AsyncParsableCommand {
@@ -14,6 +15,25 @@ struct CacheRoute: AsyncParsableCommand {
 }
 
 /// Printing to standard error.
+/// Loads a trace for `simulate` and `replay`: bad lines are reported (the first ten) and
+/// skipped; an unreadable file or one without a usable request exits 1.
+func loadTrace(_ path: String) throws -> Trace {
+    let trace: Trace
+    do {
+        trace = try Trace.load(path: path)
+    } catch {
+        printError("\(path): \(error)")
+        throw ExitCode(1)
+    }
+    for warning in trace.warnings.prefix(10) { printError("\(path): \(warning)") }
+    if trace.warnings.count > 10 { printError("\(path): \(trace.warnings.count - 10) more lines skipped") }
+    guard !trace.requests.isEmpty else {
+        printError("\(path): no usable requests")
+        throw ExitCode(1)
+    }
+    return trace
+}
+
 func printError(_ text: String) {
     var stream = StandardError()
     print(text, to: &stream)

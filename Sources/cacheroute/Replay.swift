@@ -78,19 +78,7 @@ struct Replay: AsyncParsableCommand {
             printError("--time-scale and --concurrency must be positive")
             throw ExitCode(1)
         }
-        let trace: Trace
-        do {
-            trace = try Trace.load(path: self.trace)
-        } catch {
-            printError("\(self.trace): \(error)")
-            throw ExitCode(1)
-        }
-        for warning in trace.warnings.prefix(10) { printError("\(self.trace): \(warning)") }
-        if trace.warnings.count > 10 { printError("\(self.trace): \(trace.warnings.count - 10) more lines skipped") }
-        guard !trace.requests.isEmpty else {
-            printError("\(self.trace): no requests")
-            throw ExitCode(1)
-        }
+        let trace = try loadTrace(self.trace)
         var settings = ReplaySettings()
         settings.timeScale = self.timeScale
         settings.jitterSeconds = self.jitter

@@ -69,19 +69,7 @@ struct Simulate: AsyncParsableCommand {
             }
             chosen.append(p)
         }
-        let trace: Trace
-        do {
-            trace = try Trace.load(path: self.trace)
-        } catch {
-            printError("\(error)")
-            throw ExitCode(1)
-        }
-        for warning in trace.warnings.prefix(20) { printError("\(trace.name): \(warning)") }
-        if trace.warnings.count > 20 { printError("\(trace.name): ... \(trace.warnings.count - 20) more warnings") }
-        guard !trace.requests.isEmpty else {
-            printError("\(trace.name): no usable requests")
-            throw ExitCode(1)
-        }
+        let trace = try loadTrace(self.trace)
         var options = SimulationOptions()
         options.replicas = self.replicas
         options.capacityTokens = self.capacityTokens
