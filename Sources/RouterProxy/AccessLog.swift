@@ -10,10 +10,8 @@ public struct AccessLog: ProxyObserver {
         self.logger = logger
     }
 
-    public func requestStarted(route: String) {}
     public func retried(replica: String, reason: String) {}
     public func upstreamError(replica: String, kind: String) {}
-    public func inFlightChanged(replica: String, delta: Int) {}
 
     public func requestFinished(_ s: RequestSummary) {
         var metadata: Logger.Metadata = [

@@ -286,7 +286,6 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             }
             x.summary.route = "other"
         }
-        self.observer.requestStarted(route: x.summary.route)
         let lookup: (String) -> String? = { head.value(named: $0) }
         let keys: Result<RequestKeys, KeyError>
         if let api = x.api {
@@ -328,7 +327,6 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         x.summary.replica = placement.replicaName
         x.summary.tier = placement.decision.tier
         x.summary.attempts = x.attempts
-        self.observer.inFlightChanged(replica: placement.replicaName, delta: 1)
         let endpoint = placement.endpoint
         let key = endpoint.key
         if !freshConnection, let conn = pool.takeIdle(key) {
@@ -360,10 +358,12 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         x.reused = conn.uses > 0
         conn.handler.delegate = self
         if !context.channel.isWritable { conn.channel.setAutoRead(false) }
-        var requestHead = ProxyHeads.upstreamRequest(
-            head, endpoint: endpoint, client: x.remote, bodyLength: x.body.readableBytes, allocator: context.channel.allocator)
         // A small body goes out in the same buffer as the head: one write instead of two.
-        if x.body.readableBytes <= Self.coalesceBytes {
+        let coalesce = x.body.readableBytes <= Self.coalesceBytes
+        var requestHead = ProxyHeads.upstreamRequest(
+            head, endpoint: endpoint, client: x.remote, bodyLength: x.body.readableBytes,
+            reserve: coalesce ? x.body.readableBytes : 0, allocator: context.channel.allocator)
+        if coalesce {
             requestHead.writeImmutableBuffer(x.body)
             conn.handler.send(head: requestHead, body: nil, isHead: head.methodIs("HEAD"))
         } else {
@@ -386,7 +386,9 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             return
         }
         x.responseStarted = true
-        self.state.firstByte(&placement.ticket)
+        // Prefill is over: recorded when this read ends unless the answer ends first (then
+        // `finish` accounts for it, one lock fewer for every answer that fits one read).
+        x.firstBytePending = true
         x.firstByteAt = .now()
         x.lastActivity = x.firstByteAt!
         x.summary.status = response.status
@@ -402,6 +404,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             close: x.closeAfter,
             endpoint: placement.endpoint,
             tier: placement.decision.tier,
+            reserve: response.contentLength.map { $0 <= Self.coalesceBytes ? $0 : 0 } ?? 0,
             allocator: context.channel.allocator
         )
         // Held until the first body piece (or the end of this read) so both go out in one write.
@@ -453,7 +456,13 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
 
     func upstreamReadComplete() {
         guard let context else { return }
-        if let x = self.exchange { self.releaseHead(context, x) }
+        if let x = self.exchange {
+            if x.firstBytePending, let placement = x.placement {
+                x.firstBytePending = false
+                self.state.firstByte(&placement.ticket)
+            }
+            self.releaseHead(context, x)
+        }
         context.flush()
     }
 
@@ -522,7 +531,6 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     func endAttempt(_ x: Exchange, _ placement: Placement, _ outcome: UpstreamOutcome) {
         guard x.placement === placement else { return }
         self.state.finish(placement, outcome: outcome)
-        self.observer.inFlightChanged(replica: placement.replicaName, delta: -1)
         switch outcome {
         case .success, .clientGone: break
         case .connectFailure: self.observer.upstreamError(replica: placement.replicaName, kind: "connect")

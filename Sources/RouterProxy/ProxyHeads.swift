@@ -24,9 +24,12 @@ enum ProxyHeads {
     /// The request for a replica: hop-by-hop fields, Host, Expect and the body framing dropped;
     /// Host set to the replica, `X-Forwarded-For` extended with the client, `X-Forwarded-Proto`
     /// added when absent, the body length stated.
-    static func upstreamRequest(_ head: HTTP1Head, endpoint: Endpoint, client: String?, bodyLength: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+    ///   - reserve: room for bytes the caller appends (a small body sent in the same write).
+    static func upstreamRequest(
+        _ head: HTTP1Head, endpoint: Endpoint, client: String?, bodyLength: Int, reserve: Int = 0, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
         let prefix = endpoint.url.pathPrefix
-        var out = allocator.buffer(capacity: head.bytes.count + prefix.utf8.count + 160)
+        var out = allocator.buffer(capacity: head.bytes.count + prefix.utf8.count + 160 + reserve)
         let bytes = head.bytes
         out.writeBytes(bytes[head.method])
         out.writeStaticString(" ")
@@ -85,10 +88,11 @@ enum ProxyHeads {
         close: Bool,
         endpoint: Endpoint,
         tier: Tier,
+        reserve: Int = 0,
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let bytes = response.bytes
-        var out = allocator.buffer(capacity: bytes.count + 128)
+        var out = allocator.buffer(capacity: bytes.count + 128 + reserve)
         out.writeStaticString("HTTP/1.1 ")
         Self.writeStatus(&out, response.status)
         out.writeStaticString(" ")
@@ -236,6 +240,8 @@ final class Exchange {
     var reused = false
     var staleRetried = false
     var responseStarted = false
+    /// The response head arrived; the routing core hears of it at the end of the read.
+    var firstBytePending = false
     var isSSE = false
     var framing = ClientFraming.none
     var closeAfter = false

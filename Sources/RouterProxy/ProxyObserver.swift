@@ -45,13 +45,11 @@ public struct RequestSummary: Sendable {
 
 /// Receives request summaries and routing events; implemented by metrics and the access log.
 public protocol ProxyObserver: Sendable {
-    func requestStarted(route: String)
     func requestFinished(_ summary: RequestSummary)
     /// A retry on another replica.
     func retried(replica: String, reason: String)
     /// A failed attempt on a replica: connect, timeout, status_5xx, broken_stream.
     func upstreamError(replica: String, kind: String)
-    func inFlightChanged(replica: String, delta: Int)
 }
 
 /// Observers in turn.
@@ -62,9 +60,7 @@ public struct ObserverList: ProxyObserver {
         self.observers = observers
     }
 
-    public func requestStarted(route: String) { for o in self.observers { o.requestStarted(route: route) } }
     public func requestFinished(_ summary: RequestSummary) { for o in self.observers { o.requestFinished(summary) } }
     public func retried(replica: String, reason: String) { for o in self.observers { o.retried(replica: replica, reason: reason) } }
     public func upstreamError(replica: String, kind: String) { for o in self.observers { o.upstreamError(replica: replica, kind: kind) } }
-    public func inFlightChanged(replica: String, delta: Int) { for o in self.observers { o.inFlightChanged(replica: replica, delta: delta) } }
 }

@@ -59,7 +59,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     public let registry: PrometheusCollectorRegistry
     let state: RouterState
 
-    struct ReplicaHandles: Sendable {
+    final class ReplicaHandles: Sendable {
         let inFlight: Gauge
         let ttft: DurationHistogram
         let duration: DurationHistogram
@@ -72,6 +72,25 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         let ejections: Counter
         let promptTokens: Counter
         let cachedTokens: Counter
+
+        init(registry r: PrometheusCollectorRegistry, name: String) {
+            let l = [("replica", name)]
+            self.inFlight = r.makeGauge(name: MetricName.inFlight, labels: l, help: RouterMetrics.help(MetricName.inFlight))
+            self.ttft = r.makeDurationHistogram(name: MetricName.ttft, labels: l, buckets: RouterMetrics.ttftBuckets, help: RouterMetrics.help(MetricName.ttft))
+            self.duration = r.makeDurationHistogram(
+                name: MetricName.duration, labels: l, buckets: RouterMetrics.durationBuckets, help: RouterMetrics.help(MetricName.duration))
+            self.up = r.makeGauge(name: MetricName.replicaUp, labels: l, help: RouterMetrics.help(MetricName.replicaUp))
+            self.hitRatio = r.makeGauge(name: MetricName.hitRatio, labels: l, help: RouterMetrics.help(MetricName.hitRatio))
+            self.queue = r.makeGauge(name: MetricName.queueDepth, labels: l, help: RouterMetrics.help(MetricName.queueDepth))
+            self.running = r.makeGauge(name: MetricName.running, labels: l, help: RouterMetrics.help(MetricName.running))
+            self.kv = r.makeGauge(name: MetricName.kvUsage, labels: l, help: RouterMetrics.help(MetricName.kvUsage))
+            self.probeFailures = r.makeCounter(name: MetricName.probeFailures, labels: l, help: RouterMetrics.help(MetricName.probeFailures))
+            self.ejections = r.makeCounter(name: MetricName.ejections, labels: l, help: RouterMetrics.help(MetricName.ejections))
+            self.promptTokens = r.makeCounter(
+                name: MetricName.observedPromptTokens, labels: l, help: RouterMetrics.help(MetricName.observedPromptTokens))
+            self.cachedTokens = r.makeCounter(
+                name: MetricName.observedCachedTokens, labels: l, help: RouterMetrics.help(MetricName.observedCachedTokens))
+        }
     }
 
     struct Handles: Sendable {
@@ -97,7 +116,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         var value: String
     }
 
-    let handles = NIOLockedValueBox(Handles())
+    let handles = ReadMostlyBox(Handles())
     let reloadSuccess: Counter
     let reloadFailure: Counter
     let widenings: Counter
@@ -125,24 +144,23 @@ public final class RouterMetrics: ProxyObserver, Sendable {
 
     // MARK: - Per request
 
-    public func requestStarted(route: String) {}
-
     public func requestFinished(_ s: RequestSummary) {
         let replica = s.replica ?? "none"
         let key = RequestKey(route: s.route, replica: replica, status: s.status)
-        let (counter, tier, replicaHandles): (Counter, Counter?, ReplicaHandles?) = self.handles.withLockedValue { h in
-            let counter: Counter
-            if let c = h.requests[key] {
-                counter = c
-            } else {
-                counter = self.registry.makeCounter(
-                    name: MetricName.requests,
-                    labels: [("route", s.route), ("replica", replica), ("status", String(s.status))],
-                    help: Self.help(MetricName.requests)
-                )
-                h.requests[key] = counter
-            }
-            return (counter, s.tier.map { h.decisions[$0] } ?? nil, s.replica.flatMap { h.replicas[$0] })
+        // Looked up under the read lock; a new label combination is created under the write lock.
+        let found: (Counter?, Counter?, ReplicaHandles?) = self.handles.read { h in
+            (h.requests[key], s.tier.flatMap { h.decisions[$0] }, s.replica.flatMap { h.replicas[$0] })
+        }
+        let (tier, replicaHandles) = (found.1, found.2)
+        let counter = found.0 ?? self.handles.write { h in
+            if let c = h.requests[key] { return c }
+            let c = self.registry.makeCounter(
+                name: MetricName.requests,
+                labels: [("route", s.route), ("replica", replica), ("status", String(s.status))],
+                help: Self.help(MetricName.requests)
+            )
+            h.requests[key] = c
+            return c
         }
         counter.increment()
         tier?.increment()
@@ -161,14 +179,10 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         self.labelled(\.errors, MetricName.upstreamErrors, replica: replica, label: "kind", value: kind).increment()
     }
 
-    public func inFlightChanged(replica: String, delta: Int) {
-        guard let g = self.handles.withLockedValue({ $0.replicas[replica]?.inFlight }) else { return }
-        if delta > 0 { g.increment(by: Double(delta)) } else { g.decrement(by: Double(-delta)) }
-    }
-
     func labelled(_ path: WritableKeyPath<Handles, [LabelPair: Counter]>, _ name: String, replica: String, label: String, value: String) -> Counter {
         let key = LabelPair(replica: replica, value: value)
-        return self.handles.withLockedValue { h in
+        if let c = self.handles.read({ $0[keyPath: path][key] }) { return c }
+        return self.handles.write { h in
             if let c = h[keyPath: path][key] { return c }
             let c = self.registry.makeCounter(name: name, labels: [("replica", replica), (label, value)], help: Self.help(name))
             h[keyPath: path][key] = c
@@ -177,7 +191,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     }
 
     func decisionCounter(_ tier: Tier) -> Counter {
-        self.handles.withLockedValue { h in
+        self.handles.write { h in
             if let c = h.decisions[tier] { return c }
             let c = self.registry.makeCounter(name: MetricName.decisions, labels: [("tier", tier.rawValue)], help: Self.help(MetricName.decisions))
             h.decisions[tier] = c
@@ -195,23 +209,9 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     func fleetChanged(_ fleet: FleetSnapshot) {
         let names = Set(fleet.replicas.map(\.name))
         let r = self.registry
-        self.handles.withLockedValue { h in
+        self.handles.write { h in
             for name in fleet.replicas.map(\.name) where h.replicas[name] == nil {
-                let l = [("replica", name)]
-                h.replicas[name] = ReplicaHandles(
-                    inFlight: r.makeGauge(name: MetricName.inFlight, labels: l, help: Self.help(MetricName.inFlight)),
-                    ttft: r.makeDurationHistogram(name: MetricName.ttft, labels: l, buckets: Self.ttftBuckets, help: Self.help(MetricName.ttft)),
-                    duration: r.makeDurationHistogram(name: MetricName.duration, labels: l, buckets: Self.durationBuckets, help: Self.help(MetricName.duration)),
-                    up: r.makeGauge(name: MetricName.replicaUp, labels: l, help: Self.help(MetricName.replicaUp)),
-                    hitRatio: r.makeGauge(name: MetricName.hitRatio, labels: l, help: Self.help(MetricName.hitRatio)),
-                    queue: r.makeGauge(name: MetricName.queueDepth, labels: l, help: Self.help(MetricName.queueDepth)),
-                    running: r.makeGauge(name: MetricName.running, labels: l, help: Self.help(MetricName.running)),
-                    kv: r.makeGauge(name: MetricName.kvUsage, labels: l, help: Self.help(MetricName.kvUsage)),
-                    probeFailures: r.makeCounter(name: MetricName.probeFailures, labels: l, help: Self.help(MetricName.probeFailures)),
-                    ejections: r.makeCounter(name: MetricName.ejections, labels: l, help: Self.help(MetricName.ejections)),
-                    promptTokens: r.makeCounter(name: MetricName.observedPromptTokens, labels: l, help: Self.help(MetricName.observedPromptTokens)),
-                    cachedTokens: r.makeCounter(name: MetricName.observedCachedTokens, labels: l, help: Self.help(MetricName.observedCachedTokens))
-                )
+                h.replicas[name] = ReplicaHandles(registry: r, name: name)
             }
             for (name, handles) in h.replicas where !names.contains(name) {
                 for g in [handles.inFlight, handles.up, handles.hitRatio, handles.queue, handles.running, handles.kv] { r.unregisterGauge(g) }
@@ -240,12 +240,13 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     public func refresh() {
         let report = self.state.replicaReport()
         let spill = self.state.spillSummary()
-        self.handles.withLockedValue { h in
+        self.handles.write { h in
             var routable = 0
             for r in report {
                 if r.routable { routable += 1 }
                 guard let g = h.replicas[r.spec.name] else { continue }
                 g.up.set(to: r.routable ? 1.0 : 0.0)
+                g.inFlight.set(to: Double(r.load.inFlight))
                 let probe = r.probe
                 g.hitRatio.set(to: probe.hitRatio ?? .nan)
                 g.queue.set(to: probe.waiting.map(Double.init) ?? .nan)

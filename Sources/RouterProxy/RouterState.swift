@@ -108,7 +108,7 @@ public final class RouterState: Sendable {
         var proxySettings: ProxySettings
     }
 
-    let inner: NIOLockedValueBox<Inner>
+    let inner: AdaptiveLockedBox<Inner>
     let logger: Logger
     let start = NIODeadline.now()
     /// Called after every snapshot change (metrics refresh their per-replica objects).
@@ -116,7 +116,7 @@ public final class RouterState: Sendable {
 
     public init(config: RouterConfiguration, logger: Logger, eventLoops: Int = System.coreCount) {
         let fleet = FleetSnapshot(replicas: config.replicas, vnodesPerWeight: config.routing.placement.vnodesPerWeight)
-        self.inner = NIOLockedValueBox(
+        self.inner = AdaptiveLockedBox(
             Inner(
                 config: config,
                 fleet: fleet,
@@ -229,19 +229,19 @@ public final class RouterState: Sendable {
         let ejected: String? = self.inner.withLockedValue { s in
             s.router.finish(placement.ticket)
             let name = placement.fleet.replicas[placement.replica].name
-            guard var h = s.health[name] else { return nil }
             let thresholds = s.config.health.thresholds
-            var ejectedNow = false
+            let ejectedNow: Bool?
             switch outcome {
             case .success:
-                h.request(success: true, now: now, settings: thresholds)
+                // Read first: a write to the dictionary costs allocations, and usually nothing changes.
+                ejectedNow = s.health[name]?.successChangesState(now: now) == true
+                    ? s.health[name]?.request(success: true, now: now, settings: thresholds) : false
             case .clientGone:
-                break
+                ejectedNow = false
             case .connectFailure, .timeout, .brokenStream, .serverError:
-                ejectedNow = h.request(success: false, error: "\(outcome)", now: now, settings: thresholds)
+                ejectedNow = s.health[name]?.request(success: false, error: "\(outcome)", now: now, settings: thresholds)
             }
-            s.health[name] = h
-            if ejectedNow, let until = h.ejectedUntil {
+            if ejectedNow == true, let until = s.health[name]?.ejectedUntil {
                 s.nextEjectionEnd = min(s.nextEjectionEnd ?? until, until)
                 self.nextEjectionEndBits.store(s.nextEjectionEnd!.bitPattern, ordering: .relaxed)
                 self.rebuild(&s, now: now)

@@ -61,15 +61,22 @@ public struct HashRing: Sendable {
         let wanted = min(limit, self.members.count)
         var result: [Int] = []
         result.reserveCapacity(wanted)
-        var seen = [Bool](repeating: false, count: self.members.count)
+        // Members seen so far: a bit mask for fleets up to 64, an array beyond.
+        var seenMask: UInt64 = 0
+        var seen = self.members.count > 64 ? [Bool](repeating: false, count: self.members.count) : []
         var i = self.firstPoint(atOrAfter: key)
         var steps = 0
         while result.count < wanted, steps < self.points.count {
             let position = Int(self.owners[i])
-            if !seen[position] {
+            let isNew: Bool
+            if seen.isEmpty {
+                isNew = seenMask & (1 << UInt64(position)) == 0
+                seenMask |= 1 << UInt64(position)
+            } else {
+                isNew = !seen[position]
                 seen[position] = true
-                result.append(self.members[position])
             }
+            if isNew { result.append(self.members[position]) }
             i += 1
             if i == self.points.count { i = 0 }
             steps += 1

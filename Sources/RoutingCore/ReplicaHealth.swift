@@ -90,6 +90,12 @@ public struct ReplicaHealth: Sendable, Equatable {
         return self.state != before
     }
 
+    /// Whether a successful request would change anything (the common case is no: then the
+    /// proxy skips the write).
+    public func successChangesState(now: Double) -> Bool {
+        self.requestFailures != 0 || self.ejectedUntil.map { now >= $0 } == true
+    }
+
     /// Feeds the outcome of a proxied request; returns true when this ejected the replica.
     @discardableResult
     public mutating func request(success: Bool, error: String? = nil, now: Double, settings: HealthSettings) -> Bool {

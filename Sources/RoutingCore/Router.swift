@@ -122,7 +122,8 @@ public struct Router: Sendable {
         if let rule = placement.pinned.first(where: { $0.matches(keys, header: header) }) {
             let members = rule.replicas.compactMap { fleet.index(of: $0) }.filter { fleet.routable[$0] }
             if !members.isEmpty {
-                order = self.rank(members, session: keys.session, fleet: fleet)
+                order = members
+                self.rank(&order, count: order.count, session: keys.session, fleet: fleet)
                 groupCount = order.count
                 baseCount = order.count
                 pinned = true
@@ -134,18 +135,18 @@ public struct Router: Sendable {
         if order.isEmpty {
             if let instruction = keys.instruction {
                 let width = self.spill.width(of: instruction.key, base: placement.groupSize, poolSize: ring.members.count, now: now)
-                let walk = ring.successors(of: instruction.key, limit: max(width, limit))
-                let group = Array(walk.prefix(width))
-                baseCount = min(placement.groupSize, group.count)
-                groupCount = group.count
-                order = self.rank(group, session: keys.session, fleet: fleet) + walk.dropFirst(width)
-                if case .none = basis { basis = .group(key: instruction.key, members: group.count, base: baseCount) }
+                // The ring walk; its first `width` members are the group, ranked in place.
+                order = ring.successors(of: instruction.key, limit: max(width, limit))
+                groupCount = min(width, order.count)
+                baseCount = min(placement.groupSize, groupCount)
+                self.rank(&order, count: groupCount, session: keys.session, fleet: fleet)
+                if case .none = basis { basis = .group(key: instruction.key, members: groupCount, base: baseCount) }
             } else {
                 order = ring.successors(of: ringKey, limit: limit)
                 if case .none = basis { basis = keys.session != nil ? .sessionRing : .promptRing }
             }
         }
-        order = Array(order.prefix(max(limit, groupCount)))
+        if order.count > max(limit, groupCount) { order.removeLast(order.count - max(limit, groupCount)) }
 
         // 2. What the router knows of each candidate.
         let promptTokens = keys.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken)
@@ -155,7 +156,7 @@ public struct Router: Sendable {
         let sharedBlocks = (keys.instruction?.bytes ?? 0) / self.settings.keying.blockBytes
         var candidates: [Candidate] = []
         candidates.reserveCapacity(order.count)
-        var holds: [Bool] = []
+        var known = false
         for (rank, replica) in order.enumerated() {
             let id = fleet.ids[replica]
             let load = self.load(replicaID: id)
@@ -183,7 +184,7 @@ public struct Router: Sendable {
             } else if let max = placement.maxKVUsage, let kv = load.kvUsage, kv > max {
                 why = "KV cache \(Int((kv * 100).rounded()))% full (limit \(Int((max * 100).rounded()))%)"
             }
-            holds.append(holdsSession)
+            known = known || holdsSession
             candidates.append(
                 Candidate(
                     replica: replica,
@@ -192,11 +193,11 @@ public struct Router: Sendable {
                     inFlight: load.inFlight,
                     cost: self.cost(missTokens: promptTokens - cached, load: load),
                     eligible: why == nil,
-                    ineligibleBecause: why
+                    ineligibleBecause: why,
+                    holdsSession: holdsSession
                 )
             )
         }
-        let known = holds.contains(true)
 
         // 3. Choose.
         var chosen: Int?
@@ -234,7 +235,7 @@ public struct Router: Sendable {
         let tier: Tier
         if pinned {
             tier = .pinned
-        } else if holds[chosen] {
+        } else if candidates[chosen].holdsSession {
             tier = .session
         } else if keys.instruction != nil {
             tier = chosen < baseCount ? .group : .spill
@@ -253,7 +254,7 @@ public struct Router: Sendable {
             basis: basis,
             chosenCandidate: chosen,
             known: known,
-            movedFromCache: known && !holds[chosen],
+            movedFromCache: known && !candidates[chosen].holdsSession,
             promptTokens: promptTokens,
             freshChoices: max(1, placement.freshChoices),
             ringKey: ringKey
@@ -280,28 +281,30 @@ public struct Router: Sendable {
         return (max(self.settings.placement.ceilingFloor, Int(c.rounded(.up))), total, n)
     }
 
-    /// Members ordered by rendezvous score for the session (ring order without a session).
-    func rank(_ members: [Int], session: SessionKey?, fleet: FleetSnapshot) -> [Int] {
-        guard let session, members.count > 1 else { return members }
+    /// Orders the first `count` members by rendezvous score for the session, in place (ring order
+    /// without a session).
+    func rank(_ members: inout [Int], count: Int, session: SessionKey?, fleet: FleetSnapshot) {
+        guard let session, count > 1 else { return }
         // Equal weights order by the hash alone (the score is monotonic in it): no logarithm.
         let weight = fleet.replicas[members[0]].weight
-        let equal = members.allSatisfy { fleet.replicas[$0].weight == weight }
-        var scored: [(member: Int, score: Double)] = []
-        scored.reserveCapacity(members.count)
-        for m in members {
-            let score = equal
-                ? Double(XXH3.hash(session.key, seed: fleet.nameSeeds[m]) >> 11)
-                : Rendezvous.score(key: session.key, replicaSeed: fleet.nameSeeds[m], weight: fleet.replicas[m].weight)
-            // Insertion sort: a group has a handful of members.
-            var i = scored.count
-            scored.append((m, score))
-            while i > 0, scored[i - 1].score < score {
-                scored[i] = scored[i - 1]
-                i -= 1
+        let equal = members[..<count].allSatisfy { fleet.replicas[$0].weight == weight }
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: count) { scores in
+            for k in 0..<count {
+                let m = members[k]
+                let score = equal
+                    ? Double(XXH3.hash(session.key, seed: fleet.nameSeeds[m]) >> 11)
+                    : Rendezvous.score(key: session.key, replicaSeed: fleet.nameSeeds[m], weight: fleet.replicas[m].weight)
+                // Insertion sort, highest first: a group has a handful of members.
+                var i = k
+                while i > 0, scores[i - 1] < score {
+                    scores[i] = scores[i - 1]
+                    members[i] = members[i - 1]
+                    i -= 1
+                }
+                scores[i] = score
+                members[i] = m
             }
-            scored[i] = (m, score)
         }
-        return scored.map(\.member)
     }
 
     /// The least-loaded routable member of a pool (fewest in flight, then fewest waiting, then name).

@@ -28,6 +28,8 @@ public struct Candidate: Sendable, Equatable {
     public var eligible: Bool
     /// Why it is not eligible, if it is not.
     public var ineligibleBecause: String?
+    /// The prefix index holds this conversation (beyond the shared instruction) on the replica.
+    public var holdsSession: Bool
 
     public init(
         replica: Int,
@@ -36,8 +38,10 @@ public struct Candidate: Sendable, Equatable {
         inFlight: Int,
         cost: Double,
         eligible: Bool,
-        ineligibleBecause: String?
+        ineligibleBecause: String?,
+        holdsSession: Bool = false
     ) {
+        self.holdsSession = holdsSession
         self.replica = replica
         self.inGroup = inGroup
         self.cachedTokens = cachedTokens
