@@ -322,11 +322,9 @@ public struct JSONReader {
     /// The decoded text of a string span (escapes resolved; invalid input throws).
     public func decodeString(_ span: JSONStringSpan) throws(JSONError) -> String {
         if !span.hasEscapes {
-            let raw = self.bytes(span)
-            guard let s = String(validating: raw, as: UTF8.self) else {
-                throw JSONError("invalid UTF-8 in string", at: span.start)
-            }
-            return s
+            // The scan already checked the UTF-8 (`CJS_BAD_UTF8`): decode without validating again.
+            guard span.flags & UInt32(CJS_BAD_UTF8) == 0 else { throw JSONError("invalid UTF-8 in string", at: span.start) }
+            return String(decoding: self.bytes(span).assumingMemoryBound(to: UInt8.self), as: UTF8.self)
         }
         var canonical: [UInt8] = []
         canonical.reserveCapacity(span.count)

@@ -60,8 +60,9 @@ final class ReadMostlyBox<Value>: @unchecked Sendable {
         self.lock.deallocate()
     }
 
+    /// Reads in place (`borrowing`: no copy of the value, no retain of its storage).
     @inline(__always)
-    func read<T>(_ body: (Value) throws -> T) rethrows -> T {
+    func read<T>(_ body: (borrowing Value) throws -> T) rethrows -> T {
         pthread_rwlock_rdlock(self.lock)
         defer { pthread_rwlock_unlock(self.lock) }
         return try body(self.value)

@@ -188,10 +188,11 @@ struct KeyExtractorTests {
         }
     }
 
-    @Test func invalidUTF8IsRefused() {
-        var body = Array(#"{"model":"m","messages":[{"role":"user","content":"ab"}]}"#.utf8)
-        let at = body.firstIndex(of: UInt8(ascii: "b"))!
-        body[at] = 0xFF
+    @Test(arguments: [UInt8(ascii: "b"), UInt8(ascii: "X")])
+    func invalidUTF8IsRefused(at marker: UInt8) {
+        // In the content (canonicalized) and in the model (decoded to a String).
+        var body = Array(#"{"model":"X","messages":[{"role":"user","content":"ab"}]}"#.utf8)
+        body[body.firstIndex(of: marker)!] = 0xFF
         #expect(throws: KeyError.self) { try KeyExtractor.extract(api: .chat, body: body, rules: KeyingRules()).get() }
     }
 
