@@ -115,7 +115,7 @@ let package = Package(
 
         .target(
             name: "LiveLoad",
-            dependencies: ["HTTPTransport", "FastJSON", "RoutingCore", "TraceReplay", "PrometheusText", nioCore, nioHTTP1],
+            dependencies: ["HTTPTransport", "FastJSON", "RouterConfig", "RoutingCore", "TraceReplay", "PrometheusText", nioCore, nioHTTP1],
             swiftSettings: swiftSettings
         ),
 

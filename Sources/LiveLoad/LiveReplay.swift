@@ -1,6 +1,7 @@
 import HTTPTransport
 import NIOHTTP1
 import PrometheusText
+import RouterConfig
 import RoutingCore
 import Synchronization
 import TraceReplay
@@ -45,22 +46,10 @@ public struct ReplayResult: Sendable {
 /// Sends a trace's requests to an OpenAI-compatible endpoint with the trace's timing (scaled and
 /// jittered), bounded concurrency and duration, streaming on, and records what each one saw.
 public enum LiveReplay {
-    public struct Target: Sendable {
-        public var host: String
-        public var port: Int
-        public var pathPrefix: String
-
-        public init(host: String, port: Int, pathPrefix: String = "") {
-            self.host = host
-            self.port = port
-            self.pathPrefix = pathPrefix
-        }
-    }
-
     public static func run(
         trace: Trace,
         renderer: TraceRenderer,
-        target: Target,
+        target: ReplicaURL,
         settings: ReplaySettings,
         client: StreamingClient,
         progress: @escaping @Sendable (_ done: Int, _ total: Int) -> Void = { _, _ in }

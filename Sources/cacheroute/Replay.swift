@@ -96,7 +96,7 @@ struct Replay: AsyncParsableCommand {
         let result = await LiveReplay.run(
             trace: trace,
             renderer: renderer,
-            target: LiveReplay.Target(host: target.host, port: target.port, pathPrefix: target.pathPrefix),
+            target: target,
             settings: settings,
             client: StreamingClient(client: http)
         ) { done, total in

@@ -4,6 +4,7 @@ import LiveLoad
 import NIOPosix
 import ReplicaEmulator
 import ReplicaModel
+import RouterConfig
 import RouterProxy
 import Testing
 import TraceReplay
@@ -42,7 +43,7 @@ struct LiveReplayTests {
             let result = await LiveReplay.run(
                 trace: trace,
                 renderer: TraceRenderer(trace: trace),
-                target: LiveReplay.Target(host: "127.0.0.1", port: router.proxy.port),
+                target: ReplicaURL(host: "127.0.0.1", port: router.proxy.port),
                 settings: settings,
                 client: StreamingClient(client: http)
             )
@@ -72,7 +73,7 @@ struct LiveReplayTests {
             let result = await LiveReplay.run(
                 trace: trace,
                 renderer: TraceRenderer(trace: trace),
-                target: LiveReplay.Target(host: "127.0.0.1", port: servers[0].port),
+                target: ReplicaURL(host: "127.0.0.1", port: servers[0].port),
                 settings: settings,
                 client: StreamingClient(client: HTTPClient(group: MultiThreadedEventLoopGroup.singleton))
             )
