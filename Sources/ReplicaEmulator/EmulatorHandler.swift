@@ -244,7 +244,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.endStream(context, g)
             } else {
                 var buffer = context.channel.allocator.buffer(capacity: g.output.count + 480)
-                ResponseRenderer.complete(g, model: self.replica.settings.model, details: self.replica.settings.promptTokensDetails, into: &buffer)
+                buffer.writeBytes(ResponseRenderer.complete(g, model: self.replica.settings.model, details: self.replica.settings.promptTokensDetails))
                 self.respond(context, .ok, contentType: "application/json", body: buffer)
             }
             return

@@ -52,50 +52,6 @@ enum ResponseRenderer {
         }
     }
 
-    /// The whole (non-streamed) answer, into a buffer.
-    static func complete(_ g: EmulatorHandler.Generation, model: String, details: Bool, into buffer: inout ByteBuffer) {
-        switch g.input.api {
-        case .chat:
-            buffer.writeStaticString("{\"id\":\"")
-            buffer.writeString(g.requestID)
-            buffer.writeStaticString("\",\"object\":\"chat.completion\",\"created\":")
-            buffer.writeString(String(g.created))
-            buffer.writeStaticString(",\"model\":")
-            Self.quoted(model, into: &buffer)
-            buffer.writeStaticString(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"")
-            buffer.writeBytes(g.output)
-            buffer.writeStaticString("\",\"refusal\":null,\"tool_calls\":[]},\"logprobs\":null,\"finish_reason\":\"length\",\"stop_reason\":null}],\"usage\":")
-            Self.usage(g, details: details, into: &buffer)
-            buffer.writeStaticString(",\"prompt_logprobs\":null}")
-        case .completions, .generate:
-            buffer.writeBytes(Self.complete(g, model: model, details: details))
-        }
-    }
-
-    static func quoted(_ s: String, into buffer: inout ByteBuffer) {
-        var bytes: [UInt8] = []
-        JSONWriter.appendString(s, to: &bytes)
-        buffer.writeBytes(bytes)
-    }
-
-    static func usage(_ g: EmulatorHandler.Generation, details: Bool, into buffer: inout ByteBuffer) {
-        let prompt = g.input.promptTokens
-        let completion = g.input.maxTokens
-        buffer.writeStaticString("{\"prompt_tokens\":")
-        buffer.writeString(String(prompt))
-        buffer.writeStaticString(",\"total_tokens\":")
-        buffer.writeString(String(prompt + completion))
-        buffer.writeStaticString(",\"completion_tokens\":")
-        buffer.writeString(String(completion))
-        if details {
-            buffer.writeStaticString(",\"prompt_tokens_details\":{\"cached_tokens\":")
-            buffer.writeString(String(g.cachedTokens))
-            buffer.writeStaticString("}}")
-        } else {
-            buffer.writeStaticString(",\"prompt_tokens_details\":null}")
-        }
-    }
-
     /// The whole (non-streamed) answer.
     static func complete(_ g: EmulatorHandler.Generation, model: String, details: Bool) -> [UInt8] {
         var out: [UInt8] = []
