@@ -15,15 +15,18 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
+        .target(name: "BenchTiming"),
         .executableTarget(
             name: "DecisionBench",
             dependencies: [
+                "BenchTiming",
                 .product(name: "RoutingCore", package: root),
             ]
         ),
         .executableTarget(
             name: "HeadBench",
             dependencies: [
+                "BenchTiming",
                 .product(name: "HTTPTransport", package: root),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]

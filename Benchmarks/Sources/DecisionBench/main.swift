@@ -3,15 +3,7 @@
 import RoutingCore
 import XXHash
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+import BenchTiming
 
 /// English-like text with newlines, quotes and the odd non-ASCII word, as real prompts have.
 func text(_ bytes: Int, seed: UInt64) -> String {
@@ -51,17 +43,6 @@ func pad(_ s: String, _ width: Int) -> String {
 func us(_ seconds: Double) -> String {
     let tenths = Int((seconds * 1e7).rounded())
     return "\(tenths / 10).\(tenths % 10) us"
-}
-
-func measure(_ iterations: Int, _ body: () -> Void) -> Double {
-    for _ in 0..<max(1, iterations / 10) { body() }
-    var best = Double.infinity
-    for _ in 0..<5 {
-        let t0 = now()
-        for _ in 0..<iterations { body() }
-        best = min(best, (now() - t0) / Double(iterations))
-    }
-    return best
 }
 
 let asciiOnly = CommandLine.arguments.contains("--ascii")

@@ -4,26 +4,7 @@
 import HTTPTransport
 import NIOCore
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-func measure(_ iterations: Int, _ body: () -> Void) -> Double {
-    for _ in 0..<max(1, iterations / 10) { body() }
-    var best = Double.infinity
-    for _ in 0..<5 {
-        let t0 = now()
-        for _ in 0..<iterations { body() }
-        best = min(best, (now() - t0) / Double(iterations))
-    }
-    return best
-}
+import BenchTiming
 
 let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:19400\r\nContent-Length: 4125\r\nContent-Type: application/json\r\nX-Session-ID: session-417\r\n\r\n"
 let response = "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 21:29:22 GMT\r\nContent-Type: application/json\r\nContent-Length: 205\r\nConnection: keep-alive\r\n\r\n"
