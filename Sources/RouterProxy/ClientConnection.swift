@@ -286,7 +286,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             }
             x.summary.route = "other"
         }
-        let lookup: (String) -> String? = { head.value(named: $0) }
+        // A local function, not a closure value: passed as a non-escaping argument it allocates nothing.
+        func lookup(_ name: String) -> String? { head.value(named: name) }
         let keys: Result<RequestKeys, KeyError>
         if let api = x.api {
             let rules = self.settings.keying
