@@ -124,9 +124,9 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         self.clientDeadline = .now() + .nanoseconds(Int64(seconds * 1e9))
     }
 
-    /// Called by the loop's sweeper: enforces every deadline of this connection.
-    func checkDeadlines(now: NIODeadline) {
-        guard let context else { return }
+    /// Called by the loop's sweeper: enforces every deadline of this connection (false once it closed).
+    func checkDeadlines(now: NIODeadline) -> Bool {
+        guard let context else { return false }
         if let deadline = self.clientDeadline, now >= deadline {
             self.clientDeadline = nil
             switch self.phase {
@@ -139,7 +139,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                 break
             }
         }
-        guard let x = self.exchange, x.connection != nil, let placement = x.placement else { return }
+        guard let x = self.exchange, x.connection != nil, let placement = x.placement else { return true }
         if !x.responseStarted {
             if let deadline = x.firstByteDeadline, now >= deadline {
                 self.dropConnection(x)
@@ -151,6 +151,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.endAttempt(x, placement, .timeout)
             self.failMidStream(x, ProxyError.gatewayTimeout("no data from the replica for \(Int(self.settings.upstream.idleTimeout)) s"))
         }
+        return true
     }
 
     // MARK: - Reading the request
@@ -339,8 +340,10 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         let acquired = freshConnection
             ? pool.connectFresh(key, connectTimeout: upstream.connectTimeout)
             : pool.acquire(key, connectTimeout: upstream.connectTimeout, maxPerLoop: maxPerLoop)
-        acquired.assumeIsolated().whenComplete { [weak self] result in
-            guard let self, self.exchange === x, x.placement === placement else {
+        // Captured strongly (a weak capture costs every client connection a side table): the
+        // future always completes, by the connect timeout at the latest.
+        acquired.assumeIsolated().whenComplete { result in
+            guard self.exchange === x, x.placement === placement else {
                 if case .success(let conn) = result { pool.release(conn, keepAliveSeconds: upstream.keepAliveSeconds) }
                 return
             }
@@ -647,8 +650,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         let state = self.state
         let promise = context.eventLoop.makePromise(of: JSONValue?.self)
         promise.completeWithTask { await ModelsCache.shared.merged(state: state) }
-        promise.futureResult.assumeIsolated().whenComplete { [weak self] result in
-            guard let self, self.exchange === x else { return }
+        promise.futureResult.assumeIsolated().whenComplete { result in
+            guard self.exchange === x else { return }
             if case .success(.some(let value)) = result {
                 self.respondJSON(.ok, value, close: false)
             } else {

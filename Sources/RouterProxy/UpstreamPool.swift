@@ -58,7 +58,10 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
         case failed
     }
 
-    weak var delegate: (any UpstreamDelegate)?
+    /// The request using the connection. Held strongly (a weak reference would give every client
+    /// connection a side table and slow down each of its retains); cleared when the response ends
+    /// or fails, and by the request when it drops the connection.
+    var delegate: (any UpstreamDelegate)?
     var context: ChannelHandlerContext?
     var state = State.idle
     var parser: HTTP1HeadParser
@@ -67,7 +70,8 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
     var requestIsHead = false
     /// The last response allows reuse (HTTP/1.1, no `Connection: close`, delimited body).
     var keepAlive = true
-    var onClose: (() -> Void)?
+    /// Told when the channel closes (the pool forgets the connection).
+    var onClose: ((UpstreamHandler) -> Void)?
 
     init(maxHeadBytes: Int) {
         self.parser = HTTP1HeadParser(kind: .response, maxBytes: maxHeadBytes)
@@ -174,7 +178,7 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
             self.complete()
         }
         self.fail(UpstreamError.closed)
-        self.onClose?()
+        self.onClose?(self)
         self.onClose = nil
     }
 
@@ -282,12 +286,10 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
             }
             .connect(host: key.host, port: key.port)
             .map { channel in
-                let conn = UpstreamConnection(channel: channel, key: key, handler: handler)
-                handler.onClose = { [weak self, weak conn] in
-                    guard let self, let conn else { return }
-                    self.closed(conn, host)
-                }
-                return conn
+                // The pool lives as long as its loop; capturing it (not weakly) keeps weak
+                // references, and the side tables they cost, off the request path.
+                handler.onClose = { handler in self.closed(handler, key, host) }
+                return UpstreamConnection(channel: channel, key: key, handler: handler)
             }
             .flatMapErrorThrowing { error in
                 host.open -= 1
@@ -313,16 +315,16 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
     }
 
     /// A connection closed: forget it, and let a waiter connect in its place.
-    private func closed(_ conn: UpstreamConnection, _ host: Host) {
+    private func closed(_ handler: UpstreamHandler, _ key: UpstreamKey, _ host: Host) {
         host.open -= 1
-        if let index = host.idle.firstIndex(where: { $0 === conn }) { host.idle.remove(at: index) }
+        if let index = host.idle.firstIndex(where: { $0.handler === handler }) { host.idle.remove(at: index) }
         if let waiter = host.waiters.popFirst() {
-            self.connect(conn.key, host, timeout: 2).cascade(to: waiter)
+            self.connect(key, host, timeout: 2).cascade(to: waiter)
         }
     }
 
     /// Closes idle connections past their keep-alive (called by the loop's sweeper).
-    func checkDeadlines(now: NIODeadline) {
+    func checkDeadlines(now: NIODeadline) -> Bool {
         for host in self.hosts.values {
             // Oldest first: the list is in release order.
             while let oldest = host.idle.first, oldest.idleDeadline <= now {
@@ -330,6 +332,7 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
                 oldest.channel.close(promise: nil)
             }
         }
+        return true
     }
 
     /// Closes idle connections to replicas no longer in the fleet.
@@ -377,19 +380,18 @@ final class UpstreamPools: Sendable {
 
 /// Something with deadlines to check.
 protocol DeadlineOwner: AnyObject {
-    func checkDeadlines(now: NIODeadline)
+    /// Enforces the owner's deadlines; false when it is gone for good (the sweeper drops it).
+    func checkDeadlines(now: NIODeadline) -> Bool
 }
 
 /// One timer per event loop instead of one per request: every 250 ms it asks the connections
 /// of its loop to check their deadlines (head, body, first byte, idle gaps, keep-alive).
 final class DeadlineSweeper: @unchecked Sendable {
     let loop: any EventLoop
-    private var owners: [Weak] = []
+    /// Held strongly until they report they are done: a weak reference would give every
+    /// client connection a side table, which slows down each of its retains and releases.
+    private var owners: [any DeadlineOwner] = []
     private var task: RepeatedTask?
-
-    struct Weak {
-        weak var owner: (any DeadlineOwner)?
-    }
 
     init(loop: any EventLoop) {
         self.loop = loop
@@ -397,7 +399,7 @@ final class DeadlineSweeper: @unchecked Sendable {
 
     func register(_ owner: any DeadlineOwner) {
         self.loop.preconditionInEventLoop()
-        self.owners.append(Weak(owner: owner))
+        self.owners.append(owner)
         if self.task == nil {
             self.task = self.loop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { _ in
                 self.sweep()
@@ -407,7 +409,6 @@ final class DeadlineSweeper: @unchecked Sendable {
 
     private func sweep() {
         let now = NIODeadline.now()
-        self.owners.removeAll { $0.owner == nil }
-        for entry in self.owners { entry.owner?.checkDeadlines(now: now) }
+        self.owners.removeAll { !$0.checkDeadlines(now: now) }
     }
 }
