@@ -52,17 +52,16 @@ public enum MetricName {
     ]
 }
 
-/// The router's metrics on a swift-prometheus registry (one per router, so tests can run
-/// several). Request metrics are updated per request through cached handles; replica gauges are
-/// refreshed from the shared state when the fleet changes and before each scrape.
+/// The router's metrics (one set per router, so tests can run several). The families every
+/// request updates are counted per thread (`RequestTallies`); the rest live on a swift-prometheus
+/// registry: replica gauges refreshed from the shared state when the fleet changes and before
+/// each scrape, and the counters of rarer events (retries, errors, reloads).
 public final class RouterMetrics: ProxyObserver, Sendable {
     public let registry: PrometheusCollectorRegistry
     let state: RouterState
 
     final class ReplicaHandles: Sendable {
         let inFlight: Gauge
-        let ttft: DurationHistogram
-        let duration: DurationHistogram
         let up: Gauge
         let hitRatio: Gauge
         let queue: Gauge
@@ -70,15 +69,10 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         let kv: Gauge
         let probeFailures: Counter
         let ejections: Counter
-        let promptTokens: Counter
-        let cachedTokens: Counter
 
         init(registry r: PrometheusCollectorRegistry, name: String) {
             let l = [("replica", name)]
             self.inFlight = r.makeGauge(name: MetricName.inFlight, labels: l, help: RouterMetrics.help(MetricName.inFlight))
-            self.ttft = r.makeDurationHistogram(name: MetricName.ttft, labels: l, buckets: RouterMetrics.ttftBuckets, help: RouterMetrics.help(MetricName.ttft))
-            self.duration = r.makeDurationHistogram(
-                name: MetricName.duration, labels: l, buckets: RouterMetrics.durationBuckets, help: RouterMetrics.help(MetricName.duration))
             self.up = r.makeGauge(name: MetricName.replicaUp, labels: l, help: RouterMetrics.help(MetricName.replicaUp))
             self.hitRatio = r.makeGauge(name: MetricName.hitRatio, labels: l, help: RouterMetrics.help(MetricName.hitRatio))
             self.queue = r.makeGauge(name: MetricName.queueDepth, labels: l, help: RouterMetrics.help(MetricName.queueDepth))
@@ -86,17 +80,11 @@ public final class RouterMetrics: ProxyObserver, Sendable {
             self.kv = r.makeGauge(name: MetricName.kvUsage, labels: l, help: RouterMetrics.help(MetricName.kvUsage))
             self.probeFailures = r.makeCounter(name: MetricName.probeFailures, labels: l, help: RouterMetrics.help(MetricName.probeFailures))
             self.ejections = r.makeCounter(name: MetricName.ejections, labels: l, help: RouterMetrics.help(MetricName.ejections))
-            self.promptTokens = r.makeCounter(
-                name: MetricName.observedPromptTokens, labels: l, help: RouterMetrics.help(MetricName.observedPromptTokens))
-            self.cachedTokens = r.makeCounter(
-                name: MetricName.observedCachedTokens, labels: l, help: RouterMetrics.help(MetricName.observedCachedTokens))
         }
     }
 
     struct Handles: Sendable {
         var replicas: [String: ReplicaHandles] = [:]
-        var requests: [RequestKey: Counter] = [:]
-        var decisions: [Tier: Counter] = [:]
         var retries: [LabelPair: Counter] = [:]
         var errors: [LabelPair: Counter] = [:]
         /// Last values seen in the state, to turn totals into counter increments.
@@ -105,18 +93,13 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         var lastWidenings = 0
     }
 
-    struct RequestKey: Hashable, Sendable {
-        var route: String
-        var replica: String
-        var status: Int
-    }
-
     struct LabelPair: Hashable, Sendable {
         var replica: String
         var value: String
     }
 
     let handles = ReadMostlyBox(Handles())
+    let tallies = RequestTallies(ttftBounds: RouterMetrics.ttftBuckets, durationBounds: RouterMetrics.durationBuckets)
     let reloadSuccess: Counter
     let reloadFailure: Counter
     let widenings: Counter
@@ -136,7 +119,6 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         self.hotPrefixes = registry.makeGauge(name: MetricName.hotPrefixes, help: Self.help(MetricName.hotPrefixes))
         self.routable = registry.makeGauge(name: MetricName.replicas, labels: [("state", "routable")], help: Self.help(MetricName.replicas))
         self.unroutable = registry.makeGauge(name: MetricName.replicas, labels: [("state", "unroutable")], help: Self.help(MetricName.replicas))
-        for tier in [Tier.session, .group, .spill, .fallback, .pinned] { _ = self.decisionCounter(tier) }
         state.observe { [weak self] fleet in self?.fleetChanged(fleet) }
     }
 
@@ -145,30 +127,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     // MARK: - Per request
 
     public func requestFinished(_ s: RequestSummary) {
-        let replica = s.replica ?? "none"
-        let key = RequestKey(route: s.route, replica: replica, status: s.status)
-        // Looked up under the read lock; a new label combination is created under the write lock.
-        let found: (Counter?, Counter?, ReplicaHandles?) = self.handles.read { h in
-            (h.requests[key], s.tier.flatMap { h.decisions[$0] }, s.replica.flatMap { h.replicas[$0] })
-        }
-        let (tier, replicaHandles) = (found.1, found.2)
-        let counter = found.0 ?? self.handles.write { h in
-            if let c = h.requests[key] { return c }
-            let c = self.registry.makeCounter(
-                name: MetricName.requests,
-                labels: [("route", s.route), ("replica", replica), ("status", String(s.status))],
-                help: Self.help(MetricName.requests)
-            )
-            h.requests[key] = c
-            return c
-        }
-        counter.increment()
-        tier?.increment()
-        guard let r = replicaHandles else { return }
-        if let t = s.firstTokenSeconds { r.ttft.record(.nanoseconds(Int64(t * 1e9))) }
-        r.duration.record(.nanoseconds(Int64(s.seconds * 1e9)))
-        if let p = s.usagePromptTokens { r.promptTokens.increment(by: Int64(p)) }
-        if let c = s.usageCachedTokens { r.cachedTokens.increment(by: Int64(c)) }
+        self.tallies.record(s)
     }
 
     public func retried(replica: String, reason: String) {
@@ -190,15 +149,6 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         }
     }
 
-    func decisionCounter(_ tier: Tier) -> Counter {
-        self.handles.write { h in
-            if let c = h.decisions[tier] { return c }
-            let c = self.registry.makeCounter(name: MetricName.decisions, labels: [("tier", tier.rawValue)], help: Self.help(MetricName.decisions))
-            h.decisions[tier] = c
-            return c
-        }
-    }
-
     public func reloaded(success: Bool) {
         (success ? self.reloadSuccess : self.reloadFailure).increment()
     }
@@ -215,16 +165,10 @@ public final class RouterMetrics: ProxyObserver, Sendable {
             }
             for (name, handles) in h.replicas where !names.contains(name) {
                 for g in [handles.inFlight, handles.up, handles.hitRatio, handles.queue, handles.running, handles.kv] { r.unregisterGauge(g) }
-                for c in [handles.probeFailures, handles.ejections, handles.promptTokens, handles.cachedTokens] { r.unregisterCounter(c) }
-                r.unregisterDurationHistogram(handles.ttft)
-                r.unregisterDurationHistogram(handles.duration)
+                for c in [handles.probeFailures, handles.ejections] { r.unregisterCounter(c) }
                 h.replicas[name] = nil
                 h.lastProbeFailures[name] = nil
                 h.lastEjections[name] = nil
-                for (key, counter) in h.requests where key.replica == name {
-                    r.unregisterCounter(counter)
-                    h.requests[key] = nil
-                }
                 for path in [\Handles.retries, \Handles.errors] {
                     for (key, counter) in h[keyPath: path] where key.replica == name {
                         r.unregisterCounter(counter)
@@ -233,6 +177,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
                 }
             }
         }
+        self.tallies.keep(replicas: names)
         self.refresh()
     }
 
@@ -273,6 +218,8 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         var out: [UInt8] = []
         out.reserveCapacity(16 << 10)
         self.registry.emit(into: &out)
+        let replicas = self.handles.read { Array($0.replicas.keys) }
+        self.tallies.emit(into: &out, replicas: replicas, help: Self.help)
         return out
     }
 }
