@@ -138,8 +138,11 @@ final class RequestTallies: @unchecked Sendable {
             c.requests[RequestKey(route: s.route, replica: s.replica ?? "none", status: s.status), default: 0] += 1
             if let tier = s.tier { c.decisions[tier, default: 0] += 1 }
             guard let replica = s.replica else { return }
-            c.replicas[replica, default: ReplicaCounts(ttftBounds: ttftBounds.count, durationBounds: durationBounds.count)]
-                .record(s, ttftBounds: ttftBounds, durationBounds: durationBounds)
+            // Not `[replica, default: ...]`: that autoclosure's context is allocated on every call.
+            if c.replicas[replica] == nil {
+                c.replicas[replica] = ReplicaCounts(ttftBounds: ttftBounds.count, durationBounds: durationBounds.count)
+            }
+            c.replicas[replica]!.record(s, ttftBounds: ttftBounds, durationBounds: durationBounds)
         }
     }
 

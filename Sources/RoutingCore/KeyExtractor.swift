@@ -272,7 +272,8 @@ struct BodyParser {
         guard try self.reader.peekKind() == .object else { throw self.invalid("messages[\(index)] must be an object") }
         let recordStart = self.main.count
         self.main.append(Tag.message)
-        var role: [UInt8]?
+        // Where the role's canonical bytes are in `main` (written in place: no array per message).
+        var role: Range<Int>?
         var sawContent = false
         var extras: [(key: [UInt8], order: Int, valueAt: Int)] = []
         try self.reader.beginObject()
@@ -282,15 +283,17 @@ struct BodyParser {
                 guard try self.reader.peekKind() == .string else {
                     throw self.invalid("messages[\(index)].role must be a string")
                 }
-                var bytes: [UInt8] = []
-                try self.reader.appendCanonicalString(to: &bytes)
                 if sawContent {
                     // Rare: content came first. Keep the record order role, content.
+                    var bytes: [UInt8] = []
+                    try self.reader.appendCanonicalString(to: &bytes)
                     self.main.insert(contentsOf: bytes, at: recordStart + 1)
+                    role = (recordStart + 1)..<(recordStart + 1 + bytes.count)
                 } else {
-                    self.main.append(contentsOf: bytes)
+                    let start = self.main.count
+                    try self.reader.appendCanonicalString(to: &self.main)
+                    role = start..<self.main.count
                 }
-                role = bytes
             } else if self.reader.key(key, equals: "content") {
                 guard !sawContent else { throw self.invalid("messages[\(index)].content given twice") }
                 sawContent = true
@@ -318,7 +321,8 @@ struct BodyParser {
                 self.main.append(UInt8(ascii: ","))
             }
         }
-        let isInstruction = role == Self.system || role == Self.developer
+        let roleBytes = self.main[role]
+        let isInstruction = roleBytes.elementsEqual(Self.system) || roleBytes.elementsEqual(Self.developer)
         if self.leadingInstructions {
             if isInstruction {
                 self.instructionEndInMain = self.main.count
@@ -326,7 +330,7 @@ struct BodyParser {
                 self.leadingInstructions = false
             }
         }
-        if self.firstUserEndInMain == nil, role == Self.user {
+        if self.firstUserEndInMain == nil, roleBytes.elementsEqual(Self.user) {
             self.firstUserEndInMain = self.main.count
         }
     }
