@@ -47,6 +47,14 @@ public struct PrometheusWriter {
         created: Double
     ) {
         self.family(name, type: "histogram", help: help)
+        self.histogramSamples(name, labels: labels, bounds: bounds, counts: counts, sum: sum)
+        self.family(name + "_created", type: "gauge", help: help)
+        self.sample(name + "_created", labels, created)
+    }
+
+    /// One histogram series of a family already opened with `family`: cumulative buckets, `_count`
+    /// and `_sum`, from per-bucket counts (not cumulative); `bounds` without +Inf.
+    public mutating func histogramSamples(_ name: String, labels: [(String, String)], bounds: [Double], counts: [Int], sum: Double) {
         var cumulative = 0
         for (i, bound) in bounds.enumerated() {
             cumulative += i < counts.count ? counts[i] : 0
@@ -56,8 +64,6 @@ public struct PrometheusWriter {
         self.sample(name + "_bucket", Self.insert(("le", "+Inf"), into: labels), Double(total))
         self.sample(name + "_count", labels, Double(total))
         self.sample(name + "_sum", labels, sum)
-        self.family(name + "_created", type: "gauge", help: help)
-        self.sample(name + "_created", labels, created)
     }
 
     /// `le` goes in alphabetical position among the labels, as prometheus_client writes it.
@@ -113,6 +119,13 @@ public struct HistogramCounts: Sendable {
     }
 
     public var count: Int { self.counts.reduce(0, +) }
+
+    /// Adds another histogram's observations (same bounds).
+    public mutating func add(_ other: HistogramCounts) {
+        precondition(other.bounds == self.bounds, "histograms with different bounds")
+        for i in self.counts.indices { self.counts[i] += other.counts[i] }
+        self.sum += other.sum
+    }
 }
 
 extension String {

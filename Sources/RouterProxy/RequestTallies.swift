@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Prometheus
+import PrometheusText
 import RoutingCore
 
 /// The per-request metric families (requests, routing decisions, time to first token, request
@@ -14,7 +14,7 @@ import RoutingCore
 /// and histograms shared by the event loops, that was a read lock, four contended atomics and two
 /// histogram locks per request: ~2 us of CPU each with two loops (`Benchmarks/README.md`). Here a
 /// request takes the uncontended lock of its own thread's shard once; a scrape takes each shard's
-/// lock briefly to add them up. The text is what swift-prometheus writes for the same series.
+/// lock briefly to add them up. `PrometheusWriter` writes the families.
 ///
 /// Memory is bounded by the label sets, as before: routes and statuses are small sets, replicas
 /// are the fleet's, and a replica's series go when it leaves (`keep(replicas:)`).
@@ -25,42 +25,20 @@ final class RequestTallies: @unchecked Sendable {
         var status: Int
     }
 
-    /// Observations per bucket (not cumulative; the last is +Inf) and their sum.
-    struct Buckets {
-        var counts: [Int]
-        var sumNanoseconds: Int64 = 0
-
-        init(bounds: Int) {
-            self.counts = [Int](repeating: 0, count: bounds + 1)
-        }
-
-        mutating func record(_ nanoseconds: Int64, bounds: [Int64]) {
-            var i = 0
-            while i < bounds.count, bounds[i] < nanoseconds { i += 1 }
-            self.counts[i] += 1
-            self.sumNanoseconds &+= nanoseconds
-        }
-
-        mutating func add(_ other: Buckets) {
-            for i in self.counts.indices { self.counts[i] += other.counts[i] }
-            self.sumNanoseconds &+= other.sumNanoseconds
-        }
-    }
-
     struct ReplicaCounts {
-        var ttft: Buckets
-        var duration: Buckets
+        var ttft: HistogramCounts
+        var duration: HistogramCounts
         var promptTokens = 0
         var cachedTokens = 0
 
-        init(ttftBounds: Int, durationBounds: Int) {
-            self.ttft = Buckets(bounds: ttftBounds)
-            self.duration = Buckets(bounds: durationBounds)
+        init(ttftBounds: [Double], durationBounds: [Double]) {
+            self.ttft = HistogramCounts(bounds: ttftBounds)
+            self.duration = HistogramCounts(bounds: durationBounds)
         }
 
-        mutating func record(_ s: RequestSummary, ttftBounds: [Int64], durationBounds: [Int64]) {
-            self.duration.record(Int64(s.seconds * 1e9), bounds: durationBounds)
-            if let t = s.firstTokenSeconds { self.ttft.record(Int64(t * 1e9), bounds: ttftBounds) }
+        mutating func record(_ s: RequestSummary) {
+            self.duration.observe(s.seconds)
+            if let t = s.firstTokenSeconds { self.ttft.observe(t) }
             if let p = s.usagePromptTokens { self.promptTokens += p }
             if let c = s.usageCachedTokens { self.cachedTokens += c }
         }
@@ -96,30 +74,23 @@ final class RequestTallies: @unchecked Sendable {
         let counts = AdaptiveLockedBox(Counts())
     }
 
-    let ttftBounds: [Duration]
-    let durationBounds: [Duration]
-    private let ttftNanoseconds: [Int64]
-    private let durationNanoseconds: [Int64]
+    /// Bucket bounds in seconds, without +Inf.
+    let ttftBounds: [Double]
+    let durationBounds: [Double]
     /// Every shard ever made (one per thread that answered a request); they hold totals.
     private let shards = AdaptiveLockedBox<[Shard]>([])
     /// This object's shard of the calling thread, unretained (`shards` keeps it alive).
     private var key = pthread_key_t()
 
-    init(ttftBounds: [Duration], durationBounds: [Duration]) {
+    init(ttftBounds: [Double], durationBounds: [Double]) {
         self.ttftBounds = ttftBounds
         self.durationBounds = durationBounds
-        self.ttftNanoseconds = ttftBounds.map(Self.nanoseconds)
-        self.durationNanoseconds = durationBounds.map(Self.nanoseconds)
         let err = pthread_key_create(&self.key, nil)
         precondition(err == 0, "pthread_key_create failed: \(err)")
     }
 
     deinit {
         pthread_key_delete(self.key)
-    }
-
-    static func nanoseconds(_ d: Duration) -> Int64 {
-        d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
     }
 
     private func shard() -> Shard {
@@ -132,17 +103,17 @@ final class RequestTallies: @unchecked Sendable {
 
     /// Counts one answered request in the calling thread's shard.
     func record(_ s: RequestSummary) {
-        let ttftBounds = self.ttftNanoseconds
-        let durationBounds = self.durationNanoseconds
+        let ttftBounds = self.ttftBounds
+        let durationBounds = self.durationBounds
         self.shard().counts.withLockedValue { c in
             c.requests[RequestKey(route: s.route, replica: s.replica ?? "none", status: s.status), default: 0] += 1
             if let tier = s.tier { c.decisions[tier, default: 0] += 1 }
             guard let replica = s.replica else { return }
             // Not `[replica, default: ...]`: that autoclosure's context is allocated on every call.
             if c.replicas[replica] == nil {
-                c.replicas[replica] = ReplicaCounts(ttftBounds: ttftBounds.count, durationBounds: durationBounds.count)
+                c.replicas[replica] = ReplicaCounts(ttftBounds: ttftBounds, durationBounds: durationBounds)
             }
-            c.replicas[replica]!.record(s, ttftBounds: ttftBounds, durationBounds: durationBounds)
+            c.replicas[replica]!.record(s)
         }
     }
 
@@ -170,74 +141,28 @@ final class RequestTallies: @unchecked Sendable {
     func emit(into out: inout [UInt8], replicas: [String], help: (String) -> String) {
         var total = self.totals()
         total.keep(replicas: Set(replicas))
-        let empty = ReplicaCounts(ttftBounds: self.ttftBounds.count, durationBounds: self.durationBounds.count)
+        let empty = ReplicaCounts(ttftBounds: self.ttftBounds, durationBounds: self.durationBounds)
         let perReplica = replicas.sorted().map { ($0, total.replicas[$0] ?? empty) }
-
-        Self.family(&out, MetricName.requests, "counter", help)
+        var w = PrometheusWriter()
+        w.family(MetricName.requests, type: "counter", help: help(MetricName.requests))
         for (key, n) in total.requests.sorted(by: { ($0.key.route, $0.key.replica, $0.key.status) < ($1.key.route, $1.key.replica, $1.key.status) }) {
-            Self.sample(&out, MetricName.requests, [("route", key.route), ("replica", key.replica), ("status", String(key.status))], String(n))
+            w.sample(MetricName.requests, [("route", key.route), ("replica", key.replica), ("status", String(key.status))], Double(n))
         }
-        Self.family(&out, MetricName.decisions, "counter", help)
+        w.family(MetricName.decisions, type: "counter", help: help(MetricName.decisions))
         for tier in [Tier.session, .group, .spill, .fallback, .pinned] {
-            Self.sample(&out, MetricName.decisions, [("tier", tier.rawValue)], String(total.decisions[tier] ?? 0))
+            w.sample(MetricName.decisions, [("tier", tier.rawValue)], Double(total.decisions[tier] ?? 0))
         }
-        Self.family(&out, MetricName.ttft, "histogram", help)
-        for (name, counts) in perReplica { Self.histogram(&out, MetricName.ttft, name, counts.ttft, self.ttftBounds) }
-        Self.family(&out, MetricName.duration, "histogram", help)
-        for (name, counts) in perReplica { Self.histogram(&out, MetricName.duration, name, counts.duration, self.durationBounds) }
-        Self.family(&out, MetricName.observedPromptTokens, "counter", help)
-        for (name, counts) in perReplica { Self.sample(&out, MetricName.observedPromptTokens, [("replica", name)], String(counts.promptTokens)) }
-        Self.family(&out, MetricName.observedCachedTokens, "counter", help)
-        for (name, counts) in perReplica { Self.sample(&out, MetricName.observedCachedTokens, [("replica", name)], String(counts.cachedTokens)) }
-    }
-
-    static func family(_ out: inout [UInt8], _ name: String, _ type: String, _ help: (String) -> String) {
-        let text = help(name)
-        if !text.isEmpty {
-            out.append(contentsOf: "# HELP \(name) ".utf8)
-            for byte in text.utf8 {
-                if byte == UInt8(ascii: "\\") { out.append(contentsOf: #"\\"#.utf8) } else { out.append(byte) }
+        for (name, histogram) in [(MetricName.ttft, \ReplicaCounts.ttft), (MetricName.duration, \ReplicaCounts.duration)] {
+            w.family(name, type: "histogram", help: help(name))
+            for (replica, counts) in perReplica {
+                let h = counts[keyPath: histogram]
+                w.histogramSamples(name, labels: [("replica", replica)], bounds: h.bounds, counts: h.counts, sum: h.sum)
             }
-            out.append(UInt8(ascii: "\n"))
         }
-        out.append(contentsOf: "# TYPE \(name) \(type)\n".utf8)
-    }
-
-    static func sample(_ out: inout [UInt8], _ name: String, _ labels: [(String, String)], _ value: String) {
-        out.append(contentsOf: name.utf8)
-        if !labels.isEmpty {
-            out.append(UInt8(ascii: "{"))
-            for (i, (label, text)) in labels.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: label.utf8)
-                out.append(contentsOf: "=\"".utf8)
-                for byte in text.utf8 {
-                    switch byte {
-                    case UInt8(ascii: "\\"): out.append(contentsOf: #"\\"#.utf8)
-                    case UInt8(ascii: "\""): out.append(contentsOf: #"\""#.utf8)
-                    case UInt8(ascii: "\n"): out.append(contentsOf: #"\n"#.utf8)
-                    default: out.append(byte)
-                    }
-                }
-                out.append(UInt8(ascii: "\""))
-            }
-            out.append(UInt8(ascii: "}"))
+        for (name, tokens) in [(MetricName.observedPromptTokens, \ReplicaCounts.promptTokens), (MetricName.observedCachedTokens, \ReplicaCounts.cachedTokens)] {
+            w.family(name, type: "counter", help: help(name))
+            for (replica, counts) in perReplica { w.sample(name, [("replica", replica)], Double(counts[keyPath: tokens])) }
         }
-        out.append(UInt8(ascii: " "))
-        out.append(contentsOf: value.utf8)
-        out.append(UInt8(ascii: "\n"))
-    }
-
-    /// Cumulative buckets, `_sum` in seconds and `_count`, as swift-prometheus writes a duration histogram.
-    static func histogram(_ out: inout [UInt8], _ name: String, _ replica: String, _ b: Buckets, _ bounds: [Duration]) {
-        var cumulative = 0
-        for (i, bound) in bounds.enumerated() {
-            cumulative += b.counts[i]
-            Self.sample(&out, name + "_bucket", [("replica", replica), ("le", bound.bucketRepresentation)], String(cumulative))
-        }
-        let count = cumulative + b.counts[bounds.count]
-        Self.sample(&out, name + "_bucket", [("replica", replica), ("le", "+Inf")], String(count))
-        Self.sample(&out, name + "_sum", [("replica", replica)], Duration.nanoseconds(b.sumNanoseconds).bucketRepresentation)
-        Self.sample(&out, name + "_count", [("replica", replica)], String(count))
+        out.append(contentsOf: w.text.utf8)
     }
 }

@@ -107,8 +107,9 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     let routable: Gauge
     let unroutable: Gauge
 
-    static let ttftBuckets: [Duration] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120].map { .milliseconds(Int($0 * 1000)) }
-    static let durationBuckets: [Duration] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600].map { .milliseconds(Int($0 * 1000)) }
+    /// Histogram bucket bounds in seconds.
+    static let ttftBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+    static let durationBuckets: [Double] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
 
     public init(state: RouterState, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.state = state
