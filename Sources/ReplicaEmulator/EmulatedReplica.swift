@@ -39,6 +39,8 @@ public final class EmulatedReplica: Sendable {
         var pending: [EngineEvent] = []
         var pumpAt: Double?
         var faults: FaultPlan
+        /// Health requests answered in `flap` mode so far.
+        var flaps: UInt64 = 0
         var stats = ReplicaCounters()
         var nextID: UInt64 = 0
     }
@@ -65,6 +67,17 @@ public final class EmulatedReplica: Sendable {
 
     func setFaults(_ plan: FaultPlan) {
         self.core.withLockedValue { $0.faults = plan }
+    }
+
+    /// Health requests answered in `flap` mode so far.
+    public var healthFlaps: UInt64 { self.core.withLockedValue { $0.flaps } }
+
+    /// For the `flap` health fault: whether this health request fails (the 1st, 3rd, 5th, ...).
+    func nextHealthFlapFails() -> Bool {
+        self.core.withLockedValue { c in
+            c.flaps += 1
+            return c.flaps % 2 == 1
+        }
     }
 
     /// A new request number (for ids and deterministic fault choices).

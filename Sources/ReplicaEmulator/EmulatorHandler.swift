@@ -302,6 +302,12 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch faults.health {
         case .ok: self.text(context, .ok, "", contentType: "text/plain")
         case .fail: self.text(context, .serviceUnavailable, "unhealthy (emulated)", contentType: "text/plain")
+        case .flap:
+            if self.replica.nextHealthFlapFails() {
+                self.text(context, .serviceUnavailable, "unhealthy (emulated, flapping)", contentType: "text/plain")
+            } else {
+                self.text(context, .ok, "", contentType: "text/plain")
+            }
         case .hang: break
         case .slow:
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)

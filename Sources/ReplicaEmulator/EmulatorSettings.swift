@@ -49,6 +49,8 @@ public struct FaultPlan: Sendable, Equatable {
         case slow
         /// `/health` never answers.
         case hang
+        /// `/health` alternates: 503, 200, 503, ... by the count of health requests (a flapping replica).
+        case flap
     }
 
     public var mode: Mode = .none

@@ -57,7 +57,7 @@ struct Emulate: AsyncParsableCommand {
     @Option(name: .customLong("fault-after"), help: "Chunks before die-mid-stream drops the connection.")
     var faultAfter = 3
 
-    @Option(help: "Health fault: ok, fail, slow, hang.")
+    @Option(help: "Health fault: ok, fail, slow, hang, flap (every other /health fails).")
     var health = "ok"
 
     func run() async throws {
@@ -65,7 +65,7 @@ struct Emulate: AsyncParsableCommand {
         guard let mode = FaultPlan.Mode(rawValue: self.fault) else {
             throw ValidationError("--fault must be one of \(FaultPlan.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard let health = FaultPlan.Health(rawValue: self.health) else { throw ValidationError("--health must be ok, fail, slow or hang") }
+        guard let health = FaultPlan.Health(rawValue: self.health) else { throw ValidationError("--health must be one of \(FaultPlan.Health.allCases.map(\.rawValue).joined(separator: ", "))") }
         guard self.speed > 0 else { throw ValidationError("--speed must be positive") }
         guard self.blockTokens > 0, self.capacityTokens >= self.blockTokens else {
             throw ValidationError("--capacity-tokens must hold at least one block of --block-tokens")

@@ -158,6 +158,10 @@ struct EmulatorTests {
             #expect(!received.contains("[DONE]"))
             try await fault(#"{"mode":"none","health":"fail"}"#)
             #expect(try await TestSupport.get(port, "/health").status == .serviceUnavailable)
+            try await fault(#"{"health":"flap"}"#)
+            var flapping: [HTTPResponseStatus] = []
+            for _ in 0..<4 { flapping.append(try await TestSupport.get(port, "/health").status) }
+            #expect(flapping == [.serviceUnavailable, .ok, .serviceUnavailable, .ok])
             try await fault(#"{"health":"slow","health_delay":0.3}"#)
             let clock = ContinuousClock()
             var status: HTTPResponseStatus?

@@ -144,7 +144,10 @@ struct ProbeAndAdminTests {
     }
 
     @Test func healthHasHysteresisAgainstAFlappingReplica() async throws {
-        try await withRouter(2, config: Self.fastProbes) { router, servers in
+        try await withRouter(2, config: { c, s in
+            Self.fastProbes(&c, s)
+            c.health.timeout = 2  // a late answer is a failure too; on a loaded machine 0.3 s could be one
+        }) { router, servers in
             let probes = Task { try? await router.probes.run() }
             defer { probes.cancel() }
             #expect(await eventually { router.probes.isReady })
@@ -152,13 +155,15 @@ struct ProbeAndAdminTests {
             func health(_ mode: String) async throws {
                 _ = try await TestSupport.post(port, "/admin/faults", #"{"health":"\#(mode)"}"#)
             }
-            // Failing every other probe never reaches 3 in a row: the replica stays up.
+            // Every other probe fails (the emulator alternates per /health request, whatever the timing):
+            // never 3 failures in a row, so the replica stays up through 12 probes.
+            try await health("flap")
             var states: [ReplicaHealth.State] = []
-            for i in 0..<16 {
-                try await health(i % 2 == 0 ? "fail" : "ok")
-                try await Task.sleep(for: .milliseconds(110))
+            let flapped = await eventually(20) {
                 states.append(router.state.health(of: "r1")?.state ?? .unknown)
+                return servers[0].replica.healthFlaps >= 12
             }
+            #expect(flapped)
             #expect(!states.contains(.down), "\(states)")
             // Failing for good takes it down; the other replica takes the traffic.
             try await health("fail")
