@@ -60,11 +60,11 @@ public enum TestSupport {
     }
 
     /// Runs a Python script; nil when Python or `module` is not installed (the caller skips).
-    public static func python(_ script: String, requires module: String) throws -> (status: Int32, output: String)? {
+    public static func python(_ script: String, requires module: String) async throws -> (status: Int32, output: String)? {
         guard let python = Self.which("python3") else { return nil }
-        let check = try Self.run(python, ["-c", "import \(module)"])
+        let check = try await Self.run(python, ["-c", "import \(module)"])
         guard check.status == 0 else { return nil }
-        return try Self.run(python, ["-c", script])
+        return try await Self.run(python, ["-c", script])
     }
 
     /// Drives an OpenAI-compatible server on `port` with the official `openai` Python client: models,
@@ -72,7 +72,7 @@ public enum TestSupport {
     /// `chatArguments` are added to the first chat call, `chatChecks` are Python lines run after it
     /// (on its response `r`). Returns whether it printed "ok", with its output; nil when Python or
     /// the package is missing (the caller skips).
-    public static func openAIClientCheck(port: Int, chatArguments: String = "", chatChecks: String = "") throws -> (passed: Bool, output: String)? {
+    public static func openAIClientCheck(port: Int, chatArguments: String = "", chatChecks: String = "") async throws -> (passed: Bool, output: String)? {
         let script = """
             import openai, sys
             c = openai.OpenAI(base_url="http://127.0.0.1:\(port)/v1", api_key="none", max_retries=0)
@@ -94,14 +94,14 @@ public enum TestSupport {
                 pass
             print("ok")
             """
-        guard let (status, output) = try Self.python(script, requires: "openai") else { return nil }
+        guard let (status, output) = try await Self.python(script, requires: "openai") else { return nil }
         return (status == 0 && output.contains("ok"), output)
     }
 
     /// `promtool check metrics` on `text`; nil when promtool is not installed.
-    public static func promtool(_ text: String) throws -> (status: Int32, output: String)? {
+    public static func promtool(_ text: String) async throws -> (status: Int32, output: String)? {
         guard let promtool = Self.which("promtool") else { return nil }
-        return try Self.run(promtool, ["check", "metrics"], input: text)
+        return try await Self.run(promtool, ["check", "metrics"], input: text)
     }
 
     public static func which(_ name: String) -> String? {
@@ -112,7 +112,17 @@ public enum TestSupport {
         return nil
     }
 
-    public static func run(_ executable: String, _ arguments: [String], input: String? = nil, timeout: Double = 120) throws -> (status: Int32, output: String) {
+    /// Runs a program to its end, off Swift's cooperative threads: waiting for a child on one of them
+    /// (two on a 2-core machine) would stall every other test's tasks, and their timeouts would fire.
+    public static func run(_ executable: String, _ arguments: [String], input: String? = nil, timeout: Double = 120) async throws -> (status: Int32, output: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try Self.runBlocking(executable, arguments, input: input, timeout: timeout) })
+            }
+        }
+    }
+
+    static func runBlocking(_ executable: String, _ arguments: [String], input: String?, timeout: Double) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments

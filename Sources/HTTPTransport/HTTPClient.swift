@@ -91,7 +91,7 @@ public final class HTTPClient: Sendable {
     }
 
     /// Sends a request and returns once the response head is in; the body follows as a stream.
-    /// `responseTimeout` bounds the wait for the head and every silence between chunks.
+    /// `responseTimeout` bounds the wait for the head (from when the request is sent) and every silence between chunks.
     public func stream(_ request: HTTPClientRequest, connectTimeout: Double, responseTimeout: Double) async throws -> HTTPClientStream {
         let (body, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
         let head = self.group.any().makePromise(of: HTTPResponseHead.self)
@@ -149,9 +149,13 @@ public struct HTTPClientStream: Sendable {
     }
 }
 
-/// Delivers a response head to a promise and its body chunks to a stream.
-final class ResponseStreamHandler: ChannelInboundHandler, @unchecked Sendable {
+/// Delivers a response head to a promise and its body chunks to a stream. The response timeout
+/// runs from the moment the request's end is written, so a caller that is slow to send (its task
+/// waiting for a thread) is not charged for it.
+final class ResponseStreamHandler: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
 
     let head: EventLoopPromise<HTTPResponseHead>
     let body: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
@@ -166,8 +170,9 @@ final class ResponseStreamHandler: ChannelInboundHandler, @unchecked Sendable {
         self.idleTimeout = idleTimeout
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.arm(context)
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = Self.unwrapOutboundIn(data), !self.done { self.arm(context) }
+        context.write(data, promise: promise)
     }
 
     func arm(_ context: ChannelHandlerContext) {

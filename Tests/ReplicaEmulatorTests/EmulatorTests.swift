@@ -52,7 +52,7 @@ struct EmulatorTests {
         try await TestSupport.withEmulators(1) { servers in
             _ = try await TestSupport.post(servers[0].port, "/v1/chat/completions", chat)
             let text = try await TestSupport.get(servers[0].port, "/metrics").bodyText
-            guard let (status, output) = try TestSupport.promtool(text) else {
+            guard let (status, output) = try await TestSupport.promtool(text) else {
                 print("skipped: promtool is not installed (Debian package prometheus)")
                 return
             }
@@ -203,7 +203,7 @@ struct EmulatorTests {
             s.instant = false
             s.timing.speed = 20
         }) { servers in
-            guard let result = try TestSupport.openAIClientCheck(port: servers[0].port, chatChecks: "assert r.usage.prompt_tokens_details.cached_tokens == 0") else {
+            guard let result = try await TestSupport.openAIClientCheck(port: servers[0].port, chatChecks: "assert r.usage.prompt_tokens_details.cached_tokens == 0") else {
                 print("skipped: python3 with the openai package is not available (pip install openai)")
                 return
             }

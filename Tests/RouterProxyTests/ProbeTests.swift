@@ -271,7 +271,7 @@ struct ProbeAndAdminTests {
             #expect(m.sum("cacheroute_time_to_first_token_seconds_count") == 14)
             #expect(m.samples(named: "cacheroute_replica_in_flight").allSatisfy { $0.value == 0 })
             #expect(m.help["cacheroute_replica_up"] != nil)
-            if let (status, output) = try TestSupport.promtool(text) {
+            if let (status, output) = try await TestSupport.promtool(text) {
                 #expect(status == 0, "\(output)")
             } else {
                 print("skipped: promtool is not installed (Debian package prometheus)")

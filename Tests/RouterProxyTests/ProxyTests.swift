@@ -425,7 +425,7 @@ struct ProxyTests {
             s.instant = false
             s.timing.speed = 20
         }) { router, _ in
-            guard let result = try TestSupport.openAIClientCheck(port: router.proxy.port, chatArguments: #",extra_headers={"x-session-id": "abc"}"#) else {
+            guard let result = try await TestSupport.openAIClientCheck(port: router.proxy.port, chatArguments: #",extra_headers={"x-session-id": "abc"}"#) else {
                 print("skipped: python3 with the openai package is not available (pip install openai)")
                 return
             }

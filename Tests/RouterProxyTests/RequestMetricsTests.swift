@@ -27,7 +27,7 @@ import Testing
         return s
     }
 
-    @Test func countsFromManyThreadsAddUp() throws {
+    @Test func countsFromManyThreadsAddUp() async throws {
         let state = Self.state(["r1", "r2"])
         let metrics = RouterMetrics(state: state)
         // 8 threads x 500 requests: r1 answers 200 in 20 ms (TTFT 5 ms, on a bucket bound), r2
@@ -69,7 +69,7 @@ import Testing
         #expect(value("cacheroute_replica_prompt_tokens_total", ["replica": "r1"]) == 160_000)
         #expect(value("cacheroute_replica_cached_tokens_total", ["replica": "r2"]) == 80_000)
         #expect(m.help["cacheroute_requests_total"] == MetricName.help[MetricName.requests])
-        if let (status, output) = try TestSupport.promtool(text) {
+        if let (status, output) = try await TestSupport.promtool(text) {
             #expect(status == 0, "\(output)")
         } else {
             print("skipped: promtool is not installed (Debian package prometheus)")

@@ -313,11 +313,12 @@ struct RouterTests {
 struct SpillAndHealthTests {
     @Test func spillTrackerMemoryIsBounded() {
         var tracker = SpillTracker(settings: SpillSettings(maxTrackedKeys: 1000))
-        for i in 0..<1_000_000 {
+        var most = 0
+        for i in 0..<100_000 {  // sheds ~200 times
             _ = tracker.record(UInt64(i), base: 2, poolSize: 8, now: Double(i) / 1000)
-            #expect(tracker.trackedKeys <= 1000)
-            if tracker.trackedKeys > 1000 { break }
+            most = max(most, tracker.trackedKeys)
         }
+        #expect(most == 1000)
         // A hot key survives shedding.
         var hot = SpillTracker(settings: SpillSettings(rpsPerReplica: 1, maxTrackedKeys: 100))
         for i in 0..<10_000 {
