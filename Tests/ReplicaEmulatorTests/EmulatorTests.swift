@@ -104,14 +104,14 @@ struct EmulatorTests {
     @Test func timedModeMakesCachedPrefillsFaster() async throws {
         try await TestSupport.withEmulators(1, configure: { s, _ in
             s.instant = false
-            s.timing.speed = 2
         }) { servers in
             let long = #"{"model":"cacheroute-demo","prompt":"\#(String(repeating: "abcd", count: 8000))","max_tokens":1}"#
             let clock = ContinuousClock()
             let cold = try await clock.measure { _ = try await TestSupport.post(servers[0].port, "/v1/completions", long) }
             let warm = try await clock.measure { _ = try await TestSupport.post(servers[0].port, "/v1/completions", long) }
-            // 8000 tokens at 20k/s (x2) = 0.2 s cold; cached: one step.
-            #expect(cold > .milliseconds(150), "cold \(cold)")
+            // 8000 tokens at 20k/s = 0.4 s cold; cached: one step (a loaded machine adds its
+            // scheduling delays to both, hence the long prompt).
+            #expect(cold > .milliseconds(350), "cold \(cold)")
             #expect(cold > warm * 3, "cold \(cold) warm \(warm)")
         }
     }
