@@ -80,7 +80,7 @@ struct ConfigParser {
         let top: ConfigMapping
         do {
             top = try root.mapping(allowed: [
-                "listen", "admin_listen", "replicas", "discovery", "routing", "upstream", "limits", "health", "logging",
+                "listen", "admin_listen", "threads", "replicas", "discovery", "routing", "upstream", "limits", "health", "logging",
                 "shutdown", "reload",
             ])
         } catch let error as ConfigError {
@@ -91,6 +91,14 @@ struct ConfigParser {
         }
         self.attempt { try top.read("listen", into: &config.listen, Self.listen) }
         self.attempt { try top.read("admin_listen", into: &config.adminListen, Self.listen) }
+        self.attempt {
+            try top.read("threads", into: &config.threads) { node in
+                let text = try node.scalar()
+                if text.lowercased() == "auto" { return nil }
+                guard Int(text.replacingUnderscores()) != nil else { throw node.error("expected a whole number or 'auto', got '\(text)'") }
+                return try node.int(1...1024)
+            }
+        }
         if let node = top["replicas"] { self.attempt { config.replicas = try Self.replicas(node) } }
         if let node = top["discovery"] { self.attempt { config.discovery = try Self.discovery(node) } }
         if let node = top["routing"] { self.routing(node, into: &config.routing) }

@@ -8,6 +8,10 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var listen = ListenAddress(host: "127.0.0.1", port: 8080)
     /// The admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/*`.
     public var adminListen = ListenAddress(host: "127.0.0.1", port: 9090)
+    /// Event-loop threads for the listeners, upstream connections and probes; nil: one per core
+    /// (the `NIO_SINGLETON_GROUP_LOOP_COUNT` environment variable, if set, else the core count).
+    /// Takes effect at start only.
+    public var threads: Int?
     /// Statically configured replicas.
     public var replicas: [ReplicaSpec] = []
     /// Replicas found through DNS.

@@ -62,6 +62,9 @@ public final class ConfigReloadService: Service, Sendable {
             if config.listen != old.listen || config.adminListen != old.adminListen {
                 self.logger.warning("listener addresses change only on restart; keeping the current ones", metadata: ["reason": "\(reason)"])
             }
+            if config.threads != old.threads {
+                self.logger.warning("'threads' changes only on restart; keeping the current event loops", metadata: ["reason": "\(reason)"])
+            }
             self.state.apply(config)
             self.state.reloadCounters.withLockedValue { $0.applied += 1 }
             self.logger.notice(

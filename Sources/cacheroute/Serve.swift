@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metrics
+import NIOCore
 import Prometheus
 import RouterConfig
 import RouterProxy
@@ -33,6 +34,8 @@ struct Serve: AsyncParsableCommand {
         }
         LogSetup.bootstrap(configuration.logging)
         let logger = Logger(label: "cacheroute")
+        // Before anything touches the shared event loops (they start on first use).
+        if let threads = configuration.threads { NIOSingletons.groupLoopCountSuggestion = threads }
         let runtime: RouterRuntime
         do {
             runtime = try await RouterRuntime.start(config: configuration, configPath: self.config, logger: logger)

@@ -47,6 +47,7 @@ struct ConfigTests {
         let c = try self.parse("""
             listen: "[::1]:8081"
             admin_listen: :9091
+            threads: 3
             replicas:
               - {name: a, url: "http://10.0.0.1:8000/prefix/", weight: 2.5, models: [m1, m2], engine: sglang, cache_tokens: 1000}
             routing:
@@ -70,6 +71,7 @@ struct ConfigTests {
               - {dns: vllm.svc.local, record: srv, port: 9000, interval: 30s, name_prefix: v, server: "127.0.0.1:5353", weight: 2, models: [m1], engine: vllm, cache_tokens: 5}
             """)
         #expect(c.listen.host == "::1" && c.adminListen == ListenAddress(host: "0.0.0.0", port: 9091))
+        #expect(c.threads == 3)
         #expect(c.replicas[0].weight == 2.5 && c.replicas[0].models == ["m1", "m2"] && c.replicas[0].engine == .sglang)
         #expect(try ReplicaURL.parse(c.replicas[0].url).get() == ReplicaURL(host: "10.0.0.1", port: 8000, pathPrefix: "/prefix"))
         #expect(c.routing.keying.blockBytes == 512 && c.routing.keying.maxKeyBytes == 1 << 20)
@@ -96,6 +98,8 @@ struct ConfigTests {
         ("replicas:\n  - {name: r1, url: 'http://a:1', engine: tgi}\n", "replicas[0].engine: expected vllm or sglang, got 'tgi'"),
         ("replicas: []\n", "no replicas: add a 'replicas' list"),
         ("listen: 8080\nreplicas: [{url: 'http://a:1'}]\n", "test.yaml:1:9: listen: expected host:port"),
+        ("threads: many\nreplicas: [{url: 'http://a:1'}]\n", "test.yaml:1:10: threads: expected a whole number or 'auto', got 'many'"),
+        ("threads: 0\nreplicas: [{url: 'http://a:1'}]\n", "test.yaml:1:10: threads: 0 is out of range 1...1024"),
         ("replicas: [{url: 'http://a:1'}]\nrouting:\n  load:\n    factor: lots\n", "test.yaml:4:13: routing.load.factor: expected a number, got 'lots'"),
         ("replicas: [{url: 'http://a:1'}]\nupstream:\n  connect_timeout: soon\n", "test.yaml:3:20: upstream.connect_timeout: expected a duration"),
         ("replicas: [{url: 'http://a:1'}]\nlimits:\n  max_body_bytes: 1ZB\n", "test.yaml:3:19: limits.max_body_bytes: expected a size"),
