@@ -170,6 +170,7 @@ let package = Package(
             dependencies: [
                 "CacheRouteTestSupport", "RouterProxy", "RouterConfig", "RoutingCore", "ReplicaEmulator", "ReplicaModel", "HTTPTransport", "FastJSON",
                 "PrometheusText", "LiveLoad", "TraceReplay", "Discovery", nioCore, nioPosix, nioHTTP1, logging,
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings

@@ -116,7 +116,10 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         }
         // Graceful shutdown: an idle connection closes now, a busy one after its response.
         self.quiescing = true
-        if self.phase == .idle, (self.inbound?.readableBytes ?? 0) == 0 { context.close(promise: nil) }
+        if self.phase == .idle, (self.inbound?.readableBytes ?? 0) == 0 {
+            context.flush()  // a response that just ended may still wait for the loop's batched flush
+            context.close(promise: nil)
+        }
     }
 
     /// Client-side deadline: the head (slow-loris guard), the body, or an idle keep-alive connection.
@@ -131,6 +134,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.clientDeadline = nil
             switch self.phase {
             case .idle where (self.inbound?.readableBytes ?? 0) == 0:
+                context.flush()
                 context.close(promise: nil)
             case .idle, .receiving:
                 self.exchange = self.exchange ?? Exchange(head: nil, started: now, remote: self.remote)
@@ -467,7 +471,12 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             }
             self.releaseHead(context, x)
         }
-        context.flush()
+        self.flush(context)
+    }
+
+    /// At the end of the loop's current batch of events (`FlushBatch`).
+    func flush(_ context: ChannelHandlerContext) {
+        if let pool = self.pool { pool.flushes.flush(context) } else { context.flush() }
     }
 
     func upstreamEnd() {
@@ -615,7 +624,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             return
         }
         if let last { context.write(Self.wrapOutboundOut(last), promise: nil) }
-        context.flush()
+        self.flush(context)
         self.phase = .idle
         self.bodyReader = .none
         self.armClient(self.settings.limits.idleTimeout)

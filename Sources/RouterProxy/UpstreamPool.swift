@@ -73,8 +73,11 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Told when the channel closes (the pool forgets the connection).
     var onClose: ((UpstreamHandler) -> Void)?
 
-    init(maxHeadBytes: Int) {
+    let flushes: FlushBatch
+
+    init(maxHeadBytes: Int, flushes: FlushBatch) {
         self.parser = HTTP1HeadParser(kind: .response, maxBytes: maxHeadBytes)
+        self.flushes = flushes
     }
 
     var reusable: Bool { self.state == .idle && self.keepAlive }
@@ -95,12 +98,9 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         self.state = .head
         self.requestIsHead = isHead
-        if let body, body.readableBytes > 0 {
-            context.write(Self.wrapOutboundOut(head), promise: nil)
-            context.writeAndFlush(Self.wrapOutboundOut(body), promise: nil)
-        } else {
-            context.writeAndFlush(Self.wrapOutboundOut(head), promise: nil)
-        }
+        context.write(Self.wrapOutboundOut(head), promise: nil)
+        if let body, body.readableBytes > 0 { context.write(Self.wrapOutboundOut(body), promise: nil) }
+        self.flushes.flush(context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -226,9 +226,12 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
 
     /// Largest response head accepted from a replica.
     let maxHeadBytes = 64 << 10
+    /// The loop's deferred flushes (upstream requests and client responses).
+    let flushes: FlushBatch
 
     init(loop: any EventLoop) {
         self.loop = loop
+        self.flushes = FlushBatch(loop: loop)
     }
 
     private func host(_ key: UpstreamKey) -> Host {
@@ -275,7 +278,7 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
 
     private func connect(_ key: UpstreamKey, _ host: Host, timeout: Double) -> EventLoopFuture<UpstreamConnection> {
         host.open += 1
-        let handler = UpstreamHandler(maxHeadBytes: self.maxHeadBytes)
+        let handler = UpstreamHandler(maxHeadBytes: self.maxHeadBytes, flushes: self.flushes)
         return ClientBootstrap(group: self.loop)
             .connectTimeout(.nanoseconds(Int64(timeout * 1e9)))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
