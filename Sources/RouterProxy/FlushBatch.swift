@@ -8,8 +8,7 @@ import NIOCore
 /// preempted in the middle of its work, once per request. Deferred to one task after the batch
 /// (NIO runs tasks after the I/O events of a wake-up), the reads, keys and routing decisions of
 /// the batch come first and the writes go out together, in the same loop iteration: no request
-/// waits longer, and the proxy needs less CPU per request (measured in the closing note of the
-/// change and in `Benchmarks/README.md`).
+/// waits longer, and the proxy needs less CPU per request (measured: `Benchmarks/README.md`).
 ///
 /// Confined to its loop, like the upstream pool that owns it.
 final class FlushBatch: @unchecked Sendable {
