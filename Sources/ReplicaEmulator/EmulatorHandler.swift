@@ -243,9 +243,8 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.sendTokens(context, g, upTo: g.input.maxTokens)
                 self.endStream(context, g)
             } else {
-                var buffer = context.channel.allocator.buffer(capacity: g.output.count + 480)
-                buffer.writeBytes(ResponseRenderer.complete(g, model: self.replica.settings.model, details: self.replica.settings.promptTokensDetails))
-                self.respond(context, .ok, contentType: "application/json", body: buffer)
+                let body = ResponseRenderer.complete(g, model: self.replica.settings.model, details: self.replica.settings.promptTokensDetails)
+                self.respond(context, .ok, contentType: "application/json", body: context.channel.allocator.buffer(bytes: body))
             }
             return
         case .rejected:

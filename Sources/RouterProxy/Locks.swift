@@ -40,38 +40,3 @@ final class AdaptiveLockedBox<Value>: @unchecked Sendable {
         return try body(&self.value)
     }
 }
-
-/// A value read on every request and changed rarely, behind a reader-writer lock: readers on
-/// different event loops never wait for each other (metric handles looked up per request,
-/// created when a new label combination first appears).
-final class ReadMostlyBox<Value>: @unchecked Sendable {
-    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
-    private var value: Value
-
-    init(_ value: Value) {
-        self.value = value
-        self.lock = .allocate(capacity: 1)
-        let err = pthread_rwlock_init(self.lock, nil)
-        precondition(err == 0, "pthread_rwlock_init failed: \(err)")
-    }
-
-    deinit {
-        pthread_rwlock_destroy(self.lock)
-        self.lock.deallocate()
-    }
-
-    /// Reads in place (`borrowing`: no copy of the value, no retain of its storage).
-    @inline(__always)
-    func read<T>(_ body: (borrowing Value) throws -> T) rethrows -> T {
-        pthread_rwlock_rdlock(self.lock)
-        defer { pthread_rwlock_unlock(self.lock) }
-        return try body(self.value)
-    }
-
-    @inline(__always)
-    func write<T>(_ body: (inout Value) throws -> T) rethrows -> T {
-        pthread_rwlock_wrlock(self.lock)
-        defer { pthread_rwlock_unlock(self.lock) }
-        return try body(&self.value)
-    }
-}

@@ -98,7 +98,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         var value: String
     }
 
-    let handles = ReadMostlyBox(Handles())
+    let handles = NIOLockedValueBox(Handles())
     let tallies = RequestTallies(ttftBounds: RouterMetrics.ttftBuckets, durationBounds: RouterMetrics.durationBuckets)
     let reloadSuccess: Counter
     let reloadFailure: Counter
@@ -141,8 +141,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
 
     func labelled(_ path: WritableKeyPath<Handles, [LabelPair: Counter]>, _ name: String, replica: String, label: String, value: String) -> Counter {
         let key = LabelPair(replica: replica, value: value)
-        if let c = self.handles.read({ $0[keyPath: path][key] }) { return c }
-        return self.handles.write { h in
+        return self.handles.withLockedValue { h in
             if let c = h[keyPath: path][key] { return c }
             let c = self.registry.makeCounter(name: name, labels: [("replica", replica), (label, value)], help: Self.help(name))
             h[keyPath: path][key] = c
@@ -160,7 +159,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     func fleetChanged(_ fleet: FleetSnapshot) {
         let names = Set(fleet.replicas.map(\.name))
         let r = self.registry
-        self.handles.write { h in
+        self.handles.withLockedValue { h in
             for name in fleet.replicas.map(\.name) where h.replicas[name] == nil {
                 h.replicas[name] = ReplicaHandles(registry: r, name: name)
             }
@@ -186,7 +185,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     public func refresh() {
         let report = self.state.replicaReport()
         let spill = self.state.spillSummary()
-        self.handles.write { h in
+        self.handles.withLockedValue { h in
             var routable = 0
             for r in report {
                 if r.routable { routable += 1 }
@@ -219,7 +218,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         var out: [UInt8] = []
         out.reserveCapacity(16 << 10)
         self.registry.emit(into: &out)
-        let replicas = self.handles.read { Array($0.replicas.keys) }
+        let replicas = self.handles.withLockedValue { Array($0.replicas.keys) }
         self.tallies.emit(into: &out, replicas: replicas, help: Self.help)
         return out
     }

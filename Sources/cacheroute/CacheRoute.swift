@@ -14,7 +14,6 @@ struct CacheRoute: AsyncParsableCommand {
     )
 }
 
-/// Printing to standard error.
 /// Loads a trace for `simulate` and `replay`: bad lines are reported (the first ten) and
 /// skipped; an unreadable file or one without a usable request exits 1.
 func loadTrace(_ path: String) throws -> Trace {
@@ -34,6 +33,7 @@ func loadTrace(_ path: String) throws -> Trace {
     return trace
 }
 
+/// Printing to standard error.
 func printError(_ text: String) {
     var stream = StandardError()
     print(text, to: &stream)
