@@ -16,10 +16,10 @@ struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "See cacheroute work: four emulated replicas, the router in front, a chat workload, a comparison.",
         discussion: """
-            Starts four emulated vLLM replicas (prefix cache, continuous batching, scaled timing) and the
-            router in front of them from an embedded configuration, replays a built-in multi-tenant
-            chat workload through it, then the same workload round-robin over four fresh replicas,
-            and prints per-replica requests, prefix-cache hit ratio (the replicas' own counters) and
+            Starts four emulated vLLM replicas (prefix cache, continuous batching, scaled timing) and the \
+            router in front of them from an embedded configuration, replays a built-in multi-tenant \
+            chat workload through it, then the same workload round-robin over four fresh replicas, \
+            and prints per-replica requests, prefix-cache hit ratio (the replicas' own counters) and \
             time to first token for both. With --keep the router stays up for curl.
             """
     )

@@ -10,10 +10,11 @@ struct Emulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one emulated vLLM or SGLang replica (prefix cache, timing, metrics, faults).",
         discussion: """
-            Serves the OpenAI API (chat, completions, streaming), /v1/models, /health, /metrics, and in
-            SGLang mode /generate, with a real prefix cache (KV blocks, LRU) and continuous-batching
-            timing. Defaults model an 8B model on one H100: prefill 20k tokens/s, decode steps of
+            Serves the OpenAI API (chat, completions, streaming), /v1/models, /health, /metrics, and in \
+            SGLang mode /generate, with a real prefix cache (KV blocks, LRU) and continuous-batching \
+            timing. Defaults model an 8B model on one H100: prefill 20k tokens/s, decode steps of \
             7 ms + 0.07 ms per sequence, 256 sequences, 500k tokens of KV cache.
+
             Faults can be set here or at runtime: POST /admin/faults {"mode": "503"}; GET /admin/stats.
             """
     )

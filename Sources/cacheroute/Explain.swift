@@ -8,9 +8,9 @@ struct Explain: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show where a request would go and why, as JSON.",
         discussion: """
-            Reads a request body (a file, or '-' / nothing for standard input) and prints the routing
-            decision against the configured replicas, all assumed healthy and idle. The API is taken
-            from --api, else guessed from the body (messages: chat, prompt: completions, text or
+            Reads a request body (a file, or '-' / nothing for standard input) and prints the routing \
+            decision against the configured replicas, all assumed healthy and idle. The API is taken \
+            from --api, else guessed from the body (messages: chat, prompt: completions, text or \
             input_ids: /generate).
             """
     )

@@ -12,11 +12,12 @@ struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Replay a trace against a live OpenAI-compatible endpoint (cacheroute, another router, or one replica).",
         discussion: """
-            Sends the trace's requests with its timing (scaled by --time-scale, each jittered within
-            --jitter seconds of trace time), at most --concurrency in flight, streaming on; records
-            time to first token and totals. With --replica (repeatable) it reads those replicas'
+            Sends the trace's requests with its timing (scaled by --time-scale, each jittered within \
+            --jitter seconds of trace time), at most --concurrency in flight, streaming on; records \
+            time to first token and totals. With --replica (repeatable) it reads those replicas' \
             own prefix-cache counters before and after, for the fleet hit ratio as they count it.
-            Traces: Mooncake-style JSONL (timestamp, input_length, output_length, hash_ids) or JSONL
+
+            Traces: Mooncake-style JSONL (timestamp, input_length, output_length, hash_ids) or JSONL \
             of OpenAI request bodies (timestamp, body, path, headers); see `cacheroute simulate --help`.
             """
     )

@@ -13,8 +13,8 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the router in front of a fleet (OpenAI and SGLang APIs).",
         discussion: """
-            Reloads the configuration on SIGHUP and when the file changes (an invalid file is
-            rejected and the running configuration keeps serving). SIGTERM or SIGINT drains:
+            Reloads the configuration on SIGHUP and when the file changes (an invalid file is \
+            rejected and the running configuration keeps serving). SIGTERM or SIGINT drains: \
             no new connections, in-flight requests and streams finish within shutdown.drain_timeout.
             """
     )

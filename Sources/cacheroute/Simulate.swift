@@ -10,9 +10,10 @@ struct Simulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Replay a trace in virtual time through the routing core onto simulated replicas.",
         discussion: """
-            Compares policies on the same trace: fleet hit ratio (and its ratio to the ideal and
+            Compares policies on the same trace: fleet hit ratio (and its ratio to the ideal and \
             global-LRU bounds), load imbalance, modeled TTFT, spills, per-replica hit ratios.
-            Traces: Mooncake-style JSONL (timestamp, input_length, output_length, hash_ids) or
+
+            Traces: Mooncake-style JSONL (timestamp, input_length, output_length, hash_ids) or \
             JSONL of OpenAI request bodies (timestamp, body, path, headers).
             """
     )
