@@ -75,8 +75,11 @@ public final class HTTPServer: Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: false)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Tracked without a handler, so that no read passes through one more hop;
+                    // beyond the limit the connection is closed at once.
+                    guard registry.add(channel) else { throw ConnectionLimitReached() }
+                    channel.closeFuture.whenComplete { _ in registry.remove(channel) }
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ConnectionTracker(registry: registry))
                     if case .http1 = codec {
                         try sync.configureHTTPServerPipeline(
                             withPipeliningAssistance: true,
@@ -139,26 +142,5 @@ final class ConnectionRegistry: Sendable {
     }
 }
 
-/// Registers its connection while it is open; closes connections beyond the limit at once.
-final class ConnectionTracker: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-
-    let registry: ConnectionRegistry
-
-    init(registry: ConnectionRegistry) {
-        self.registry = registry
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        guard self.registry.add(context.channel) else {
-            context.close(promise: nil)
-            return
-        }
-        context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        self.registry.remove(context.channel)
-        context.fireChannelInactive()
-    }
-}
+/// Thrown by the connection initializer beyond `maxConnections`: NIO closes the new connection.
+struct ConnectionLimitReached: Error {}

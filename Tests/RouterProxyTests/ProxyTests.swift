@@ -325,6 +325,35 @@ struct ProxyTests {
         }
     }
 
+    @Test func connectionsBeyondTheLimitAreClosedAndTheSlotComesBack() async throws {
+        try await withRouter(1, config: { c, _ in c.limits.maxConnections = 2 }) { router, _ in
+            let request = "GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+            let first = try await RawConnection.connect(port: router.proxy.port)
+            let second = try await RawConnection.connect(port: router.proxy.port)
+            for connection in [first, second] {
+                try await connection.send(request)
+                _ = try await connection.wait { $0.contains("\r\n\r\n") }
+            }
+            // Both held open (keep-alive): a third is closed without an answer.
+            let third = try await RawConnection.connect(port: router.proxy.port)
+            try? await third.send(request)
+            #expect(try await third.waitForClose(timeout: 3))
+            #expect(third.text.isEmpty)
+            // Once one leaves, a new connection is served.
+            await first.close()
+            var served = false
+            for _ in 0..<50 where !served {
+                let next = try await RawConnection.connect(port: router.proxy.port)
+                try? await next.send(request)
+                served = ((try? await next.wait(timeout: 0.5) { $0.hasPrefix("HTTP/1.1 200") }) != nil)
+                await next.close()
+            }
+            #expect(served)
+            #expect(router.proxy.server.connectionCount <= 2)
+            await second.close()
+        }
+    }
+
     @Test func reloadUnderTrafficLosesNothing() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("cacheroute-reload-\(UInt32.random(in: 0...UInt32.max)).yaml").path
         defer { try? FileManager.default.removeItem(atPath: path) }
