@@ -25,8 +25,46 @@ request = function()
 end
 
 -- Paced mode (added latency at a moderate rate): each connection waits WRK_DELAY_MS between
--- requests, so c connections send about c * 1000 / WRK_DELAY_MS requests per second.
+-- requests, so c connections send about c * 1000 / WRK_DELAY_MS requests per second. The
+-- connections start together and stay in step, so requests arrive in bursts of c.
 local pace = tonumber(os.getenv("WRK_DELAY_MS") or "")
 if pace then
   delay = function() return pace end
+end
+
+-- Spread mode (WRK_RATE=R WRK_CONNECTIONS=N, run with -tN -cN, one connection per thread): connection i
+-- sends at fixed slots start + i * 1000 / R + k * N * 1000 / R ms, so requests arrive spread
+-- out, about one at a time, as at a fixed rate. wrk's timers have millisecond resolution (a send
+-- lands within about a millisecond of its slot: measured at 1000 req/s, 1 % of consecutive sends
+-- came within 100 us of each other): use a rate whose spacing is whole milliseconds (1000 req/s
+-- over 4 connections: one every ms).
+local rate = tonumber(os.getenv("WRK_RATE") or "")
+local connections = tonumber(os.getenv("WRK_CONNECTIONS") or "")
+if rate and connections then
+  local ffi = require("ffi")
+  ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } cacheroute_timespec; int clock_gettime(int, cacheroute_timespec *); ]]
+  local ts = ffi.new("cacheroute_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local counter = 0
+  setup = function(thread)
+    thread:set("slot_index", counter)
+    counter = counter + 1
+  end
+  local next_slot, period
+  delay = function()
+    local now = now_ms()
+    if not next_slot then
+      local spacing = 1000 / rate
+      -- every thread aligns its slots to the same monotonic grid, shifted by its own index
+      period = spacing * connections
+      next_slot = (math.floor(now / period) + 1) * period + slot_index * spacing
+    else
+      next_slot = next_slot + period
+      while next_slot < now do next_slot = next_slot + period end
+    end
+    return math.max(0, math.floor(next_slot - now + 0.5))
+  end
 end
