@@ -165,15 +165,22 @@ public struct HTTP1HeadParser: Sendable {
             if self.kind == .request {
                 while start + 1 < raw.count, raw[start] == 0x0D, raw[start + 1] == 0x0A { start += 2 }
             }
-            // Each LF (found with memchr) ends the head if CR LF CR precede it.
-            var i = max(self.scanned, start + 3)
+            // Each LF (found with memchr) ends the head if CR LF CR precede it. A bare LF is
+            // refused at once (-1): waiting for a CR LF CR LF that never comes would hold the
+            // connection until the header timeout.
+            var i = max(self.scanned, start)
             while i < raw.count, let base = raw.baseAddress, let lf = memchr(base + i, 0x0A, raw.count - i) {
                 i = base.distance(to: UnsafeRawPointer(lf))
-                if raw[i - 1] == 0x0D, raw[i - 2] == 0x0A, raw[i - 3] == 0x0D { return i + 1 }
+                guard i > start, raw[i - 1] == 0x0D else { return -1 }
+                if i >= start + 3, raw[i - 2] == 0x0A, raw[i - 3] == 0x0D { return i + 1 }
                 i += 1
             }
-            self.scanned = max(start + 3, raw.count)
+            self.scanned = max(start, raw.count)
             return nil
+        }
+        if found == -1 {
+            self.scanned = 0
+            throw HTTP1ParseError(400, "a line of the head ends in a bare LF (HTTP/1.1 lines end in CR LF)")
         }
         guard let end = found else {
             if buffer.readableBytes > self.maxBytes {
