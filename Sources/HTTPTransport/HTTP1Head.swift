@@ -215,6 +215,7 @@ public struct HTTP1HeadParser: Sendable {
         head.fields.reserveCapacity(12)
         var connectionTokens: [Range<Int>] = []
         var sawTransferEncoding = false
+        var hosts = 0
         while true {
             guard let end = Self.lineEnd(bytes, from: i) else { throw HTTP1ParseError(400, "malformed header line") }
             if end == i { break }
@@ -251,6 +252,8 @@ public struct HTTP1HeadParser: Sendable {
                 try Self.transferEncoding(bytes, value, into: &head, kind: kind)
             case .expect:
                 if Self.equals(bytes, value, "100-continue") { head.expectContinue = true }
+            case .host:
+                hosts += 1
             case .hopByHop where Self.equals(bytes, name, "connection"):
                 Self.tokens(bytes, value) { token in
                     if Self.equals(bytes, token, "close") {
@@ -265,6 +268,10 @@ public struct HTTP1HeadParser: Sendable {
                 break
             }
             i = end + 2
+        }
+        // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host (as nginx and HAProxy enforce).
+        if kind == .request, hosts > 1 || (hosts == 0 && head.minorVersion >= 1) {
+            throw HTTP1ParseError(400, hosts == 0 ? "an HTTP/1.1 request needs a Host header" : "more than one Host header")
         }
         if sawTransferEncoding {
             switch kind {

@@ -269,6 +269,9 @@ struct ProxyTests {
             // Bare LF line ends: refused at once (`exchange` waits 5 s; the header timeout is 15 s).
             #expect(try await exchange("GET /v1/models HTTP/1.1\nhost: x\n\n").hasPrefix("HTTP/1.1 400"))
             #expect(try await exchange("\nGET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n").hasPrefix("HTTP/1.1 400"))
+            // Exactly one Host in HTTP/1.1 (HTTP/1.0 may omit it: see the pipelining test).
+            #expect(try await exchange("GET /v1/models HTTP/1.1\r\n\r\n").contains("needs a Host header"))
+            #expect(try await exchange("GET /v1/models HTTP/1.1\r\nhost: a\r\nHost: b\r\n\r\n").hasPrefix("HTTP/1.1 400"))
             let smuggle = "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
             #expect(try await exchange(smuggle).hasPrefix("HTTP/1.1 400"))
             let big = "GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: \(String(repeating: "a", count: 4000))\r\n\r\n"
