@@ -33,8 +33,10 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         var sentTokens = 0
         var headerSent = false
         var chunks = 0
-        /// Close the connection after this many chunks (die-mid-stream fault).
+        /// Stop after this many chunks (die-mid-stream and stall-mid-stream faults).
         var dieAfter: Int?
+        /// Whether stopping also closes the connection (die-mid-stream) or leaves it open (stall).
+        var closeWhenStopped = true
 
         init(id: Int, number: UInt64, input: EngineInput, output: [UInt8], created: Int, requestID: String) {
             self.id = id
@@ -167,7 +169,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .close:
                 context.close(promise: nil)
                 return
-            case .dieMidStream, .none:
+            case .dieMidStream, .stallMidStream, .none:
                 break
             }
         }
@@ -206,7 +208,10 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
             created: Int(Date().timeIntervalSince1970),
             requestID: input.requestID ?? prefix + SplitMix64.mix(number ^ self.replica.idSalt).hex16
         )
-        if faulted, faults.mode == .dieMidStream { generation.dieAfter = faults.afterChunks }
+        if faulted, faults.mode == .dieMidStream || faults.mode == .stallMidStream {
+            generation.dieAfter = faults.afterChunks
+            generation.closeWhenStopped = faults.mode == .dieMidStream
+        }
         self.active = generation
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
@@ -255,7 +260,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let die = g.dieAfter, g.chunks >= die {
             self.active = nil
             self.replica.cancel(id: g.id)
-            context.close(promise: nil)
+            if g.closeWhenStopped { context.close(promise: nil) }
         }
     }
 

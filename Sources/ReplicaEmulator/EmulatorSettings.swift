@@ -39,6 +39,8 @@ public struct FaultPlan: Sendable, Equatable {
         case close
         /// Stream `afterChunks` chunks, then drop the connection.
         case dieMidStream = "die-mid-stream"
+        /// Stream `afterChunks` chunks, then send nothing more (the connection stays open).
+        case stallMidStream = "stall-mid-stream"
     }
 
     public enum Health: String, Sendable, CaseIterable {

@@ -49,13 +49,13 @@ struct Emulate: AsyncParsableCommand {
     @Option(name: .customLong("max-model-len"), help: "Longest prompt + output in tokens.")
     var maxModelLen = 131_072
 
-    @Option(help: "Fault for generation requests: none, 500, 503, hang, close, die-mid-stream.")
+    @Option(help: "Fault for generation requests: none, 500, 503, hang, close, die-mid-stream, stall-mid-stream.")
     var fault = "none"
 
     @Option(name: .customLong("fault-probability"), help: "Fraction of requests the fault applies to.")
     var faultProbability = 1.0
 
-    @Option(name: .customLong("fault-after"), help: "Chunks before die-mid-stream drops the connection.")
+    @Option(name: .customLong("fault-after"), help: "Chunks before die-mid-stream drops the connection (stall-mid-stream: stops sending).")
     var faultAfter = 3
 
     @Option(help: "Health fault: ok, fail, slow, hang, flap (every other /health fails).")

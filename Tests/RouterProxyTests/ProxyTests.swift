@@ -226,6 +226,71 @@ struct ProxyTests {
         }
     }
 
+    @Test func retriesStayWithinTheBudget() async throws {
+        try await withRouter(2, emulator: { s, i in
+            if i == 0 { s.faults.mode = .error503 }
+        }, config: { c, _ in
+            // Budget: 10 tokens to start, 0.2 per request, nothing per second; no ejection, so
+            // the failing replica keeps getting its share of first attempts.
+            c.upstream.retryBudget = 0.2
+            c.upstream.retryMinPerSecond = 0
+            c.health.thresholds.ejectAfterFailures = 1_000_000
+        }) { router, servers in
+            let requests = 200
+            var failed = 0
+            for session in 0..<requests {
+                let body = #"{"model":"cacheroute-demo","max_tokens":1,"messages":[{"role":"user","content":"budget \#(session)"}]}"#
+                let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", body)
+                if r.status != .ok { failed += 1 }
+            }
+            let attempts = servers[0].replica.stats.faulted + servers[1].replica.stats.completed
+            let retries = attempts - requests
+            #expect(retries > 0)
+            #expect(retries <= 10 + requests / 5, "\(retries) retries for \(requests) requests")
+            // The failing replica got more first attempts than the budget could retry.
+            #expect(failed > 0)
+            #expect(failed + retries == servers[0].replica.stats.faulted)
+        }
+    }
+
+    @Test func aReplicaThatNeverAnswersGets504() async throws {
+        try await withRouter(2, emulator: { s, _ in s.faults.mode = .hang }, config: { c, _ in
+            c.upstream.firstByteTimeout = 0.5
+            c.upstream.retries = 1
+        }) { router, servers in
+            let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", chatBody(session: 7))
+            #expect(r.status == .gatewayTimeout)
+            let error = try JSONValue.parse(Array(r.bodyText.utf8))
+            #expect(error["error"]?["code"]?.stringValue == "gateway_timeout", "\(r.bodyText)")
+            // A timeout is not retried (the replica may still be working on it): one replica saw it.
+            #expect(servers.map { $0.replica.stats.faulted }.reduce(0, +) == 1)
+        }
+    }
+
+    @Test func aStreamThatStallsEndsWithATimeoutEvent() async throws {
+        try await withRouter(1, emulator: { s, _ in
+            s.instant = false
+            s.timing.speed = 20
+            s.faults.mode = .stallMidStream
+            s.faults.afterChunks = 3
+        }, config: { c, _ in c.upstream.idleTimeout = 1 }) { router, _ in
+            let body = chatBody(session: 8, stream: true, maxTokens: 20)
+            let stream = try await TestSupport.client.stream(
+                .post(host: "127.0.0.1", port: router.proxy.port, path: "/v1/chat/completions", json: Array(body.utf8)),
+                connectTimeout: 2,
+                responseTimeout: 5
+            )
+            #expect(stream.status == .ok)
+            var text = ""
+            for try await chunk in stream.body { text += String(buffer: chunk) }
+            let events = TestSupport.sseEvents(text)
+            #expect(events.count == 4, "\(events)")
+            let last = try JSONValue.parse(Array((events.last ?? "").utf8))
+            #expect(last["error"]?["code"]?.stringValue == "gateway_timeout")
+            #expect(!text.contains("[DONE]"))
+        }
+    }
+
     @Test func anOversizeBodyGets413() async throws {
         try await withRouter(1, config: { c, _ in c.limits.maxBodyBytes = 4096 }) { router, servers in
             let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", chatBody(session: 5, turns: 30))
