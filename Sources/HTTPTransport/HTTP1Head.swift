@@ -55,6 +55,7 @@ public struct HTTP1Head: Sendable {
         case xForwardedFor
         case xForwardedProto
         case contentType
+        case xRequestID
     }
 
     /// The connection may carry another message after this one.
@@ -456,7 +457,7 @@ public struct HTTP1HeadParser: Sendable {
         case 6: return eq("expect") ? .expect : .other
         case 7: return eq("trailer") || eq("upgrade") ? .hopByHop : .other
         case 10: return eq("connection") || eq("keep-alive") ? .hopByHop : .other
-        case 12: return eq("content-type") ? .contentType : .other
+        case 12: return eq("content-type") ? .contentType : eq("x-request-id") ? .xRequestID : .other
         case 14: return eq("content-length") ? .contentLength : .other
         case 15: return eq("x-forwarded-for") ? .xForwardedFor : .other
         case 16: return eq("proxy-connection") ? .hopByHop : .other

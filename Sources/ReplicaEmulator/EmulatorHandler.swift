@@ -120,11 +120,11 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.GET, "/model_info"), (.GET, "/get_model_info"):
             self.json(context, .ok, self.modelInfo())
         case (.POST, "/v1/chat/completions"):
-            self.generate(context, .chat)
+            self.generate(context, .chat, head)
         case (.POST, "/v1/completions"):
-            self.generate(context, .completions)
+            self.generate(context, .completions, head)
         case (.POST, "/generate") where engine == .sglang:
-            self.generate(context, .generate)
+            self.generate(context, .generate, head)
         case (.POST, "/v1/chat/completions/render"):
             self.render(context, .chat)
         case (.POST, "/v1/completions/render"):
@@ -151,7 +151,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: - Generation
 
-    func generate(_ context: ChannelHandlerContext, _ api: RequestAPI) {
+    func generate(_ context: ChannelHandlerContext, _ api: RequestAPI, _ head: HTTPRequestHead) {
         let name: HTTPHandlerName = api == .chat ? .chat : api == .completions ? .completions : .generate
         let (number, faults) = self.replica.begin(name, method: "POST")
         let faulted = faults.applies(to: number)
@@ -199,14 +199,17 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
             )
             return
         }
+        // As vLLM: "chatcmpl-" / "cmpl-" + the X-Request-Id header, else the body's request_id,
+        // else a random id (SGLang's /generate: its `rid` as given).
         let prefix = api == .chat ? "chatcmpl-" : api == .completions ? "cmpl-" : ""
+        let header = api == .generate ? nil : head.headers.first(name: "x-request-id")
         let generation = Generation(
             id: Int(truncatingIfNeeded: number),
             number: number,
             input: input,
             output: OutputText.bytes(seed: number, tokens: input.maxTokens),
             created: Int(Date().timeIntervalSince1970),
-            requestID: input.requestID ?? prefix + SplitMix64.mix(number ^ self.replica.idSalt).hex16
+            requestID: prefix + (header ?? input.requestID ?? SplitMix64.mix(number ^ self.replica.idSalt).hex16)
         )
         if faulted, faults.mode == .dieMidStream || faults.mode == .stallMidStream {
             generation.dieAfter = faults.afterChunks

@@ -19,6 +19,7 @@ public struct AccessLog: ProxyObserver {
             "ms": "\(Int((s.seconds * 1000).rounded()))", "attempts": "\(s.attempts)",
             "bytes_in": "\(s.requestBytes)", "bytes_out": "\(s.responseBytes)",
         ]
+        if let id = s.requestID { metadata["request_id"] = "\(id)" }
         if let replica = s.replica { metadata["replica"] = "\(replica)" }
         if let tier = s.tier { metadata["tier"] = "\(tier.rawValue)" }
         if let ttfb = s.firstByteSeconds { metadata["ttfb_ms"] = "\(Int((ttfb * 1000).rounded()))" }

@@ -137,7 +137,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                 context.flush()
                 context.close(promise: nil)
             case .idle, .receiving:
-                self.exchange = self.exchange ?? Exchange(head: nil, started: now, remote: self.remote)
+                self.exchange = self.exchange ?? Exchange(head: nil, started: now, remote: self.remote, requestID: self.newRequestID())
                 self.respondLocal(ProxyError.requestTimeout(), close: true)
             default:
                 break
@@ -221,9 +221,14 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         }
     }
 
+    /// A generated id, for a request without a usable `X-Request-Id` of its own.
+    func newRequestID() -> RequestID {
+        self.pool?.requestIDs.next() ?? .generated(UInt64.random(in: .min ... .max))
+    }
+
     /// A head or body the parser refused: answer its status and close (framing is lost).
     func rejectMalformed(_ error: HTTP1ParseError) {
-        self.exchange = self.exchange ?? Exchange(head: nil, started: .now(), remote: self.remote)
+        self.exchange = self.exchange ?? Exchange(head: nil, started: .now(), remote: self.remote, requestID: self.newRequestID())
         self.respondLocal(ProxyError.malformed(status: error.status, error.description), close: true)
     }
 
@@ -231,7 +236,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if self.state.settingsVersion != self.settingsVersion {
             (self.settings, self.settingsVersion) = self.state.proxySettingsVersioned
         }
-        let x = Exchange(head: head, started: .now(), remote: self.remote)
+        let x = Exchange(head: head, started: .now(), remote: self.remote, requestID: RequestID.fromClient(head) ?? self.newRequestID())
         self.exchange = x
         self.phase = .receiving
         let limit = self.settings.limits.maxBodyBytes
@@ -369,7 +374,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         // A small body goes out in the same buffer as the head: one write instead of two.
         let coalesce = x.body.readableBytes <= Self.coalesceBytes
         var requestHead = ProxyHeads.upstreamRequest(
-            head, endpoint: endpoint, client: x.remote, bodyLength: x.body.readableBytes,
+            head, endpoint: endpoint, client: x.remote, requestID: x.requestID, bodyLength: x.body.readableBytes,
             reserve: coalesce ? x.body.readableBytes : 0, allocator: context.channel.allocator)
         if coalesce {
             requestHead.writeImmutableBuffer(x.body)
@@ -412,6 +417,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             close: x.closeAfter,
             endpoint: placement.endpoint,
             tier: placement.decision.tier,
+            requestID: x.requestID,
             reserve: response.contentLength.map { $0 <= Self.coalesceBytes ? $0 : 0 } ?? 0,
             allocator: context.channel.allocator
         )
@@ -606,7 +612,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         x.responseStarted = true
         x.summary.status = Int(status.code)
         let closing = close || self.quiescing || !(x.head?.isKeepAlive ?? false)
-        let out = ProxyHeads.localResponse(status, body: body, retryAfter: retryAfter, close: closing, request: x.head, allocator: context.channel.allocator)
+        let out = ProxyHeads.localResponse(
+            status, body: body, retryAfter: retryAfter, close: closing, request: x.head, requestID: x.requestID, allocator: context.channel.allocator)
         self.finishResponse(context, x, last: out, close: closing)
     }
 

@@ -23,10 +23,11 @@ enum ClientFraming: Equatable {
 enum ProxyHeads {
     /// The request for a replica: hop-by-hop fields, Host, Expect and the body framing dropped;
     /// Host set to the replica, `X-Forwarded-For` extended with the client, `X-Forwarded-Proto`
-    /// added when absent, the body length stated.
+    /// added when absent, `X-Request-Id` set to the request's id, the body length stated.
     ///   - reserve: room for bytes the caller appends (a small body sent in the same write).
     static func upstreamRequest(
-        _ head: HTTP1Head, endpoint: Endpoint, client: String?, bodyLength: Int, reserve: Int = 0, allocator: ByteBufferAllocator
+        _ head: HTTP1Head, endpoint: Endpoint, client: String?, requestID: RequestID, bodyLength: Int, reserve: Int = 0,
+        allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let prefix = endpoint.url.pathPrefix
         var out = allocator.buffer(capacity: head.bytes.count + prefix.utf8.count + 160 + reserve)
@@ -48,12 +49,13 @@ enum ProxyHeads {
             case .xForwardedFor:
                 forwardedFor.append(field.value)
                 continue
-            case .hopByHop, .contentLength, .transferEncoding, .host, .expect:
+            case .hopByHop, .contentLength, .transferEncoding, .host, .expect, .xRequestID:
                 continue
             }
             out.writeBytes(bytes[field.name.lowerBound..<field.value.upperBound])
             out.writeStaticString("\r\n")
         }
+        requestID.writeField(to: &out)
         if client != nil || !forwardedFor.isEmpty {
             out.writeStaticString("x-forwarded-for: ")
             for (i, value) in forwardedFor.enumerated() {
@@ -80,7 +82,8 @@ enum ProxyHeads {
     }
 
     /// The response head for the client: the replica's status and fields minus hop-by-hop ones,
-    /// the body framing for `framing`, and which replica and tier served it.
+    /// the body framing for `framing`, which replica and tier served it, and the request's id
+    /// (unless the replica returned it already, as vLLM does with `--enable-request-id-headers`).
     static func clientResponse(
         _ response: HTTP1Head,
         request: HTTP1Head,
@@ -88,6 +91,7 @@ enum ProxyHeads {
         close: Bool,
         endpoint: Endpoint,
         tier: Tier,
+        requestID: RequestID,
         reserve: Int = 0,
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
@@ -123,6 +127,7 @@ enum ProxyHeads {
         out.writeStaticString("x-cacheroute-tier: ")
         out.writeString(tier.rawValue)
         out.writeStaticString("\r\n")
+        if response.first(.xRequestID) == nil { requestID.writeField(to: &out) }
         Self.writeConnection(&out, close: close, request: request)
         out.writeStaticString("\r\n")
         return out
@@ -135,6 +140,7 @@ enum ProxyHeads {
         retryAfter: Int?,
         close: Bool,
         request: HTTP1Head?,
+        requestID: RequestID,
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         var out = allocator.buffer(capacity: body.count + 160)
@@ -150,6 +156,7 @@ enum ProxyHeads {
             out.writeString(String(retryAfter))
             out.writeStaticString("\r\n")
         }
+        requestID.writeField(to: &out)
         Self.writeConnection(&out, close: close, request: request)
         out.writeStaticString("\r\n")
         out.writeBytes(body)
@@ -229,6 +236,7 @@ final class Exchange {
     let head: HTTP1Head?
     let started: NIODeadline
     let remote: String?
+    let requestID: RequestID
     var body = ByteBuffer()
     var expectedBodyBytes = 0
     var api: RequestAPI?
@@ -255,12 +263,14 @@ final class Exchange {
     var usage = UsageScanner()
     var summary: RequestSummary
 
-    init(head: HTTP1Head?, started: NIODeadline, remote: String?) {
+    init(head: HTTP1Head?, started: NIODeadline, remote: String?, requestID: RequestID) {
         self.head = head
         self.started = started
         self.remote = remote
+        self.requestID = requestID
         self.lastActivity = started
         self.summary = RequestSummary(route: "local", method: head?.methodString ?? "-", path: "-")
+        self.summary.requestID = requestID
     }
 
     /// Adds a piece of the request body: the first whole body is kept as the slice it came in.

@@ -27,6 +27,8 @@ public struct RequestSummary: Sendable {
     public var usageCachedTokens: Int?
     public var requestBytes: Int
     public var responseBytes: Int
+    /// The client's `X-Request-Id`, or the one the router made.
+    public var requestID: RequestID?
 
     public init(route: String, method: String, path: String) {
         self.route = route

@@ -228,6 +228,8 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
     let maxHeadBytes = 64 << 10
     /// The loop's deferred flushes (upstream requests and client responses).
     let flushes: FlushBatch
+    /// Ids for requests that come without a usable `X-Request-Id`.
+    var requestIDs = RequestIDGenerator()
 
     init(loop: any EventLoop) {
         self.loop = loop

@@ -81,6 +81,38 @@ struct ProxyTests {
         }
     }
 
+    @Test func everyRequestCarriesAnIDToTheReplicaAndBack() async throws {
+        try await withRouter(1) { router, _ in
+            let port = router.proxy.port
+            func ask(_ id: String?) async throws -> (header: String?, answerID: String?) {
+                let headers: HTTPHeaders = id.map { ["x-request-id": $0] } ?? [:]
+                let r = try await TestSupport.post(port, "/v1/chat/completions", chatBody(session: 3), headers: headers)
+                #expect(r.status == .ok)
+                return (r.headers["x-request-id"].first, try JSONValue.parse(r.bodyBytes)["id"]?.stringValue)
+            }
+            // None sent: the router makes one, and the replica (vLLM's rule) names the answer after it.
+            let made = try await ask(nil)
+            let id = try #require(made.header)
+            #expect(id.count == 16 && id.allSatisfy(\.isHexDigit))
+            #expect(made.answerID == "chatcmpl-\(id)")
+            #expect(try await ask(nil).header != id)
+            // The client's own id goes through as it is.
+            let own = try await ask("trace-7f3a:span-9")
+            #expect(own.header == "trace-7f3a:span-9")
+            #expect(own.answerID == "chatcmpl-trace-7f3a:span-9")
+            // An unusable one (a quote, or too long) is replaced, not forwarded.
+            for bad in [#"a"b"#, String(repeating: "x", count: 129)] {
+                let replaced = try await ask(bad)
+                #expect(replaced.header?.count == 16)
+                #expect(replaced.answerID == "chatcmpl-\(replaced.header ?? "")")
+            }
+            // The router's own answers carry it too.
+            let missing = try await TestSupport.get(port, "/nowhere")
+            #expect(missing.status == .notFound)
+            #expect(missing.headers["x-request-id"].first?.count == 16)
+        }
+    }
+
     @Test func sglangGenerateIsRouted() async throws {
         try await withRouter(2, emulator: { s, _ in s.engine = .sglang }) { router, _ in
             let r = try await TestSupport.post(router.proxy.port, "/generate", #"{"text":"Hello there","sampling_params":{"max_new_tokens":3}}"#)

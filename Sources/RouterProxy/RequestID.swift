@@ -1,0 +1,78 @@
+import HTTPTransport
+import NIOCore
+import RoutingCore
+
+/// The id of one request: the client's `X-Request-Id` when it sent a usable one, else one the
+/// router made (16 hex digits). It goes to the replica as `X-Request-Id` (vLLM then names the
+/// request after it: its logs and the answer's `id`, `chatcmpl-<id>`, match the router's access
+/// log), back to the client as `X-Request-Id`, and into the access log as `request_id`.
+public enum RequestID: Sendable, Equatable, CustomStringConvertible {
+    case client(String)
+    case generated(UInt64)
+
+    /// The longest client id taken as it is; longer ones (and ones with other characters than
+    /// letters, digits and `-_.:/+=@`) are replaced by a generated id.
+    static let maxClientBytes = 128
+
+    public var description: String {
+        switch self {
+        case .client(let id): return id
+        case .generated(let value): return Self.hex(value)
+        }
+    }
+
+    /// The client's id from the first `X-Request-Id` field of `head`, if it is usable.
+    static func fromClient(_ head: HTTP1Head) -> RequestID? {
+        guard let field = head.first(.xRequestID), Self.isUsable(head.bytes[field.value]) else { return nil }
+        return .client(head.string(field.value))
+    }
+
+    static func isUsable(_ bytes: ArraySlice<UInt8>) -> Bool {
+        guard !bytes.isEmpty, bytes.count <= Self.maxClientBytes else { return false }
+        return bytes.allSatisfy { b in
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                return true
+            case UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: ":"), UInt8(ascii: "/"),
+                UInt8(ascii: "+"), UInt8(ascii: "="), UInt8(ascii: "@"):
+                return true
+            default:
+                return false
+            }
+        }
+    }
+
+    /// Writes `x-request-id: <id>\r\n`.
+    func writeField(to out: inout ByteBuffer) {
+        out.writeStaticString("x-request-id: ")
+        switch self {
+        case .client(let id):
+            out.writeString(id)
+        case .generated(let value):
+            var shift = 60
+            while shift >= 0 {
+                out.writeInteger(Self.digits[Int((value >> UInt64(shift)) & 0xF)])
+                shift -= 4
+            }
+        }
+        out.writeStaticString("\r\n")
+    }
+
+    private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    static func hex(_ value: UInt64) -> String {
+        let text = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - text.count) + text
+    }
+}
+
+/// Generated request ids of one event loop: a random start, then a bijective mix of a counter,
+/// so ids never repeat within a loop and look unrelated to each other.
+struct RequestIDGenerator {
+    private var counter = UInt64.random(in: .min ... .max)
+
+    mutating func next() -> RequestID {
+        self.counter &+= 1
+        return .generated(SplitMix64.mix(self.counter))
+    }
+}
