@@ -1,8 +1,8 @@
 import Logging
 import RoutingCore
 
-/// One line per request at info: route, status, replica, tier, attempts, durations, sizes, token
-/// counts. Never prompt text, keys or session ids.
+/// One line per request at info: request id, client address, route, status, replica, tier,
+/// attempts, durations, sizes, token counts. Never prompt text, keys or session ids.
 public struct AccessLog: ProxyObserver {
     let logger: Logger
 
@@ -20,6 +20,7 @@ public struct AccessLog: ProxyObserver {
             "bytes_in": "\(s.requestBytes)", "bytes_out": "\(s.responseBytes)",
         ]
         if let id = s.requestID { metadata["request_id"] = "\(id)" }
+        if let client = s.client { metadata["client"] = "\(client)" }
         if let replica = s.replica { metadata["replica"] = "\(replica)" }
         if let tier = s.tier { metadata["tier"] = "\(tier.rawValue)" }
         if let ttfb = s.firstByteSeconds { metadata["ttfb_ms"] = "\(Int((ttfb * 1000).rounded()))" }

@@ -271,6 +271,7 @@ final class Exchange {
         self.lastActivity = started
         self.summary = RequestSummary(route: "local", method: head?.methodString ?? "-", path: "-")
         self.summary.requestID = requestID
+        self.summary.client = remote
     }
 
     /// Adds a piece of the request body: the first whole body is kept as the slice it came in.

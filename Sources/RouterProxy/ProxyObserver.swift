@@ -29,6 +29,8 @@ public struct RequestSummary: Sendable {
     public var responseBytes: Int
     /// The client's `X-Request-Id`, or the one the router made.
     public var requestID: RequestID?
+    /// The client's address (the connection's peer, not `X-Forwarded-For`).
+    public var client: String?
 
     public init(route: String, method: String, path: String) {
         self.route = route

@@ -17,11 +17,13 @@ public struct RouterRuntime: Sendable {
     public var services: [any Service]
 
     /// - Parameters:
+    ///   - accessLogger: where the access log goes (`logging.access_log`).
     ///   - admin: bind the admin listener (`admin_listen`).
     public static func start(
         config: RouterConfiguration,
         configPath: String?,
         logger: Logger,
+        accessLogger: Logger = Logger(label: "cacheroute.access"),
         admin: Bool = true,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> RouterRuntime {
@@ -29,7 +31,7 @@ public struct RouterRuntime: Sendable {
         let state = RouterState(config: config, logger: logger, eventLoops: loops)
         let metrics = RouterMetrics(state: state)
         var observers: [any ProxyObserver] = [metrics]
-        if config.logging.accessLog { observers.append(AccessLog(logger: Logger(label: "cacheroute.access"))) }
+        if config.logging.accessLog { observers.append(AccessLog(logger: accessLogger)) }
         let probes = ProbeService(state: state, logger: Logger(label: "cacheroute.probe"))
         let proxy = try await ProxyServer.start(state: state, group: group, observer: ObserverList(observers), logger: logger)
         let discovery = DiscoveryService(state: state, logger: Logger(label: "cacheroute.discovery"))

@@ -3,6 +3,7 @@ import FastJSON
 import Foundation
 import HTTPTransport
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import ReplicaEmulator
@@ -562,6 +563,60 @@ struct ProxyTests {
                 return
             }
             #expect(result.passed, "\(result.output)")
+        }
+    }
+}
+
+/// Keeps what is logged to it, for tests of log lines.
+struct CapturingLogHandler: LogHandler {
+    let records: NIOLockedValueBox<[(message: String, metadata: Logger.Metadata)]>
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = self.metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 })
+        self.records.withLockedValue { $0.append((event.message.description, merged)) }
+    }
+}
+
+@Suite struct AccessLogTests {
+    @Test func oneLinePerRequestWithItsFactsAndNoPromptText() async throws {
+        let records = NIOLockedValueBox<[(message: String, metadata: Logger.Metadata)]>([])
+        let access = Logger(label: "cacheroute.access") { _ in CapturingLogHandler(records: records) }
+        try await TestSupport.withEmulators(2) { servers in
+            var c = RouterConfiguration()
+            c.listen = ListenAddress(host: "127.0.0.1", port: 0)
+            c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
+            c.replicas = servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }
+            let router = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger, accessLogger: access)
+            let secret = "the-secret-prompt-words \(system)"
+            let body = #"{"model":"cacheroute-demo","max_tokens":2,"messages":[{"role":"user","content":"\#(secret)"}]}"#
+            let ok = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", body, headers: ["x-request-id": "log-test-1", "x-session-id": "session-zz9"])
+            let missing = try await TestSupport.get(router.proxy.port, "/nowhere")
+            await router.stop()
+            #expect(ok.status == .ok && missing.status == .notFound)
+            let lines = records.withLockedValue { $0 }
+            #expect(lines.count == 2)
+            let first = try #require(lines.first).metadata
+            #expect(first["request_id"]?.description == "log-test-1")
+            #expect(first["client"]?.description == "127.0.0.1")
+            #expect(first["status"]?.description == "200")
+            #expect(first["route"]?.description == "chat")
+            #expect(first["replica"]?.description == ok.headers["x-cacheroute-replica"].first)
+            #expect(first["tier"]?.description == ok.headers["x-cacheroute-tier"].first)
+            #expect(first["ms"] != nil && first["ttfb_ms"] != nil && first["bytes_in"]?.description == "\(body.utf8.count)")
+            #expect(lines.last?.metadata["status"]?.description == "404")
+            // Never the prompt, nor the session id.
+            for (_, metadata) in lines {
+                for value in metadata.values {
+                    #expect(!value.description.contains("secret-prompt") && !value.description.contains("session-zz9"))
+                }
+            }
         }
     }
 }
