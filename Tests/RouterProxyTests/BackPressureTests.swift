@@ -140,11 +140,7 @@ struct BackPressureTests {
         // kernel's socket buffers (here up to 32 MiB for the router's receive side, 4 MiB to send).
         let flood = FloodReplica(total: 256 << 20)
         try await flood.start()
-        var c = RouterConfiguration()
-        c.listen = ListenAddress(host: "127.0.0.1", port: 0)
-        c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
-        c.replicas = [ReplicaSpec(name: "flood", url: "http://127.0.0.1:\(flood.port)")]
-        c.logging.accessLog = false
+        let c = testConfiguration([ReplicaSpec(name: "flood", url: "http://127.0.0.1:\(flood.port)")])
         let router = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
         do {
             try await self.stallResumeAndLeave(router: router, flood: flood)

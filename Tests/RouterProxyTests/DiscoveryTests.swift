@@ -142,10 +142,7 @@ struct DNSDiscoveryTests {
         defer { dns.stop() }
         #expect(await dns.ready())
 
-        var c = RouterConfiguration()
-        c.listen = ListenAddress(host: "127.0.0.1", port: 0)
-        c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
-        c.logging.accessLog = false
+        var c = testConfiguration([])
         var entry = DNSDiscovery(name: "vllm.test", namePrefix: "vllm")
         entry.port = port
         entry.intervalSeconds = 0.2

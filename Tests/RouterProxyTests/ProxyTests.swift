@@ -26,6 +26,30 @@ func chatBody(session: Int, turns: Int = 1, stream: Bool = false, maxTokens: Int
     return #"{"model":"cacheroute-demo","max_tokens":\#(maxTokens)\#(streaming),"messages":[\#(messages.joined(separator: ","))]}"#
 }
 
+/// A router configuration for tests: loopback, any free ports, no access log.
+func testConfiguration(_ replicas: [ReplicaSpec]) -> RouterConfiguration {
+    var c = RouterConfiguration()
+    c.listen = ListenAddress(host: "127.0.0.1", port: 0)
+    c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
+    c.replicas = replicas
+    c.logging.accessLog = false
+    return c
+}
+
+/// Streams a chat request through the router to its end: the SSE events and the raw text.
+func streamChat(_ router: RouterRuntime, session: Int, maxTokens: Int) async throws -> (events: [String], text: String) {
+    let body = chatBody(session: session, stream: true, maxTokens: maxTokens)
+    let stream = try await TestSupport.client.stream(
+        .post(host: "127.0.0.1", port: router.proxy.port, path: "/v1/chat/completions", json: Array(body.utf8)),
+        connectTimeout: 2,
+        responseTimeout: 5
+    )
+    #expect(stream.status == .ok)
+    var text = ""
+    for try await chunk in stream.body { text += String(buffer: chunk) }
+    return (TestSupport.sseEvents(text), text)
+}
+
 /// Starts `count` emulated replicas and the router in front of them, runs `body`, stops all.
 func withRouter<T>(
     _ count: Int,
@@ -35,11 +59,7 @@ func withRouter<T>(
     _ body: (RouterRuntime, [EmulatorServer]) async throws -> T
 ) async throws -> T {
     try await TestSupport.withEmulators(count, configure: emulator) { servers in
-        var c = RouterConfiguration()
-        c.listen = ListenAddress(host: "127.0.0.1", port: 0)
-        c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
-        c.replicas = servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }
-        c.logging.accessLog = false
+        var c = testConfiguration(servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") })
         config(&c, servers)
         let runtime = try await RouterRuntime.start(config: c, configPath: configPath, logger: TestSupport.logger)
         do {
@@ -234,31 +254,6 @@ struct ProxyTests {
         }
     }
 
-    @Test func aStreamThatBreaksEndsWithAnErrorEvent() async throws {
-        try await withRouter(1, emulator: { s, _ in
-            s.instant = false
-            s.timing.speed = 20
-            s.faults.mode = .dieMidStream
-            s.faults.afterChunks = 2
-        }) { router, _ in
-            let body = chatBody(session: 4, stream: true, maxTokens: 10)
-            let stream = try await TestSupport.client.stream(
-                .post(host: "127.0.0.1", port: router.proxy.port, path: "/v1/chat/completions", json: Array(body.utf8)),
-                connectTimeout: 2,
-                responseTimeout: 5
-            )
-            #expect(stream.status == .ok)
-            var text = ""
-            // The response ends cleanly (no connection error): the last event says what happened.
-            for try await chunk in stream.body { text += String(buffer: chunk) }
-            let events = TestSupport.sseEvents(text)
-            #expect(events.count == 3, "\(events)")
-            let last = try JSONValue.parse(Array((events.last ?? "").utf8))
-            #expect(last["error"]?["code"]?.stringValue == "bad_gateway")
-            #expect(!text.contains("[DONE]"))
-        }
-    }
-
     @Test func retriesStayWithinTheBudget() async throws {
         try await withRouter(2, emulator: { s, i in
             if i == 0 { s.faults.mode = .error503 }
@@ -300,26 +295,20 @@ struct ProxyTests {
         }
     }
 
-    @Test func aStreamThatStallsEndsWithATimeoutEvent() async throws {
+    /// A replica that drops the connection mid-stream, or stops sending: the stream still ends
+    /// cleanly (no connection error), its last event says what happened, no [DONE].
+    @Test(arguments: [(FaultPlan.Mode.dieMidStream, 2, "bad_gateway"), (.stallMidStream, 3, "gateway_timeout")])
+    func aStreamThatFailsMidwayEndsWithAnErrorEvent(mode: FaultPlan.Mode, chunks: Int, code: String) async throws {
         try await withRouter(1, emulator: { s, _ in
             s.instant = false
             s.timing.speed = 20
-            s.faults.mode = .stallMidStream
-            s.faults.afterChunks = 3
+            s.faults.mode = mode
+            s.faults.afterChunks = chunks
         }, config: { c, _ in c.upstream.idleTimeout = 1 }) { router, _ in
-            let body = chatBody(session: 8, stream: true, maxTokens: 20)
-            let stream = try await TestSupport.client.stream(
-                .post(host: "127.0.0.1", port: router.proxy.port, path: "/v1/chat/completions", json: Array(body.utf8)),
-                connectTimeout: 2,
-                responseTimeout: 5
-            )
-            #expect(stream.status == .ok)
-            var text = ""
-            for try await chunk in stream.body { text += String(buffer: chunk) }
-            let events = TestSupport.sseEvents(text)
-            #expect(events.count == 4, "\(events)")
+            let (events, text) = try await streamChat(router, session: 4, maxTokens: 20)
+            #expect(events.count == chunks + 1, "\(events)")
             let last = try JSONValue.parse(Array((events.last ?? "").utf8))
-            #expect(last["error"]?["code"]?.stringValue == "gateway_timeout")
+            #expect(last["error"]?["code"]?.stringValue == code)
             #expect(!text.contains("[DONE]"))
         }
     }
@@ -533,11 +522,7 @@ struct ProxyTests {
             s.timing.speed = 1
             s.timing.stepBaseSeconds = 0.03
         }) { servers in
-            var c = RouterConfiguration()
-            c.listen = ListenAddress(host: "127.0.0.1", port: 0)
-            c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
-            c.replicas = [ReplicaSpec(name: "r1", url: "http://127.0.0.1:\(servers[0].port)")]
-            c.logging.accessLog = false
+            let c = testConfiguration([ReplicaSpec(name: "r1", url: "http://127.0.0.1:\(servers[0].port)")])
             let runtime = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
             let body = chatBody(session: 8, stream: true, maxTokens: 20)
             let stream = try await TestSupport.client.stream(
@@ -589,10 +574,8 @@ struct CapturingLogHandler: LogHandler {
         let records = NIOLockedValueBox<[(message: String, metadata: Logger.Metadata)]>([])
         let access = Logger(label: "cacheroute.access") { _ in CapturingLogHandler(records: records) }
         try await TestSupport.withEmulators(2) { servers in
-            var c = RouterConfiguration()
-            c.listen = ListenAddress(host: "127.0.0.1", port: 0)
-            c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
-            c.replicas = servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }
+            var c = testConfiguration(servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") })
+            c.logging.accessLog = true
             let router = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger, accessLogger: access)
             let secret = "the-secret-prompt-words \(system)"
             let body = #"{"model":"cacheroute-demo","max_tokens":2,"messages":[{"role":"user","content":"\#(secret)"}]}"#

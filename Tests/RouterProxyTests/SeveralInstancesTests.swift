@@ -16,11 +16,7 @@ struct SeveralInstancesTests {
     /// Starts two routers over the same emulated fleet and config.
     func withTwoRouters(_ body: (RouterRuntime, RouterRuntime) async throws -> Void) async throws {
         try await TestSupport.withEmulators(4) { servers in
-            var c = RouterConfiguration()
-            c.listen = ListenAddress(host: "127.0.0.1", port: 0)
-            c.adminListen = ListenAddress(host: "127.0.0.1", port: 0)
-            c.replicas = servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }
-            c.logging.accessLog = false
+            let c = testConfiguration(servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") })
             let a = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
             let b = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
             do {
