@@ -7,34 +7,17 @@ import RoutingCore
 import RouterProxy
 import Testing
 
-/// A replica that answers `POST` with a chunked body of `total` bytes, written as fast as its
-/// socket takes them; `GET /health` gets 200 (the probes), anything else 404. Counts the bytes
-/// its socket accepted, and whether the streaming connection was closed by the other side.
+/// A replica (served by `LoopbackServer` with its `Handler`) that answers `POST` with a chunked
+/// body of `total` bytes, written as fast as its socket takes them; `GET /health` gets 200 (the
+/// probes), anything else 404. Counts the bytes its socket accepted, and whether the streaming
+/// connection was closed by the other side.
 final class FloodReplica: Sendable {
     let total: Int
     let sent = NIOLockedValueBox(0)
     let streamClosed = NIOLockedValueBox(false)
-    let channel: NIOLockedValueBox<(any Channel)?> = NIOLockedValueBox(nil)
 
     init(total: Int) {
         self.total = total
-    }
-
-    var port: Int { self.channel.withLockedValue { $0?.localAddress?.port ?? 0 } }
-
-    func start() async throws {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Handler(self)) }
-            }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
-        self.channel.withLockedValue { $0 = channel }
-    }
-
-    func stop() async {
-        try? await self.channel.withLockedValue { $0 }?.close()
     }
 
     final class Handler: ChannelInboundHandler {
@@ -139,8 +122,8 @@ struct BackPressureTests {
         // 256 MiB on offer; what the path can hold without back-pressure from the router is the
         // kernel's socket buffers (here up to 32 MiB for the router's receive side, 4 MiB to send).
         let flood = FloodReplica(total: 256 << 20)
-        try await flood.start()
-        let c = testConfiguration([ReplicaSpec(name: "flood", url: "http://127.0.0.1:\(flood.port)")])
+        let server = try await LoopbackServer.start { FloodReplica.Handler(flood) }
+        let c = testConfiguration([ReplicaSpec(name: "flood", url: "http://127.0.0.1:\(server.port)")])
         let router = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
         do {
             try await self.stallResumeAndLeave(router: router, flood: flood)
@@ -148,7 +131,7 @@ struct BackPressureTests {
             Issue.record(error)
         }
         await router.stop()
-        await flood.stop()
+        await server.stop()
     }
 
     func stallResumeAndLeave(router: RouterRuntime, flood: FloodReplica) async throws {
