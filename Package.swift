@@ -103,7 +103,7 @@ let package = Package(
         .target(
             name: "RouterProxy",
             dependencies: [
-                "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", "PrometheusText", "Discovery", nioCore, nioPosix, nioHTTP1, logging,
+                "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", "PrometheusText", "Discovery", "XXHash", nioCore, nioPosix, nioHTTP1, logging,
                 lifecycle, atomics,
                 metrics, .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -34,7 +34,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         var headerSent = false
         var chunks = 0
         /// Stop after this many chunks (die-mid-stream and stall-mid-stream faults).
-        var dieAfter: Int?
+        var stopAfter: Int?
         /// Whether stopping also closes the connection (die-mid-stream) or leaves it open (stall).
         var closeWhenStopped = true
 
@@ -212,7 +212,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
             requestID: prefix + (header ?? input.requestID ?? SplitMix64.mix(number ^ self.replica.idSalt).hex16)
         )
         if faulted, faults.mode == .dieMidStream || faults.mode == .stallMidStream {
-            generation.dieAfter = faults.afterChunks
+            generation.stopAfter = faults.afterChunks
             generation.closeWhenStopped = faults.mode == .dieMidStream
         }
         self.active = generation
@@ -260,7 +260,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.error(context, .badRequest, "the prompt does not fit in the KV cache")
             return
         }
-        if let die = g.dieAfter, g.chunks >= die {
+        if let die = g.stopAfter, g.chunks >= die {
             self.active = nil
             self.replica.cancel(id: g.id)
             if g.closeWhenStopped { context.close(promise: nil) }
@@ -283,11 +283,11 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         while g.sentTokens < target {
             if g.sentTokens == 0, g.input.api == .chat {
                 // The event that opens the assistant message.
-                if let die = g.dieAfter, g.chunks >= die { break }
+                if let die = g.stopAfter, g.chunks >= die { break }
                 ResponseRenderer.chatRoleChunk(g, model: self.replica.settings.model, into: &buffer)
                 g.chunks += 1
             }
-            if let die = g.dieAfter, g.chunks >= die { break }
+            if let die = g.stopAfter, g.chunks >= die { break }
             ResponseRenderer.streamChunk(g, tokenIndex: g.sentTokens, model: self.replica.settings.model, into: &buffer)
             g.sentTokens += 1
             g.chunks += 1

@@ -1,6 +1,7 @@
 import HTTPTransport
 import NIOCore
 import RoutingCore
+import XXHash
 
 /// The id of one request: the client's `X-Request-Id` when it sent a usable one, else one the
 /// router made (16 hex digits). It goes to the replica as `X-Request-Id` (vLLM then names the
@@ -17,7 +18,7 @@ public enum RequestID: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .client(let id): return id
-        case .generated(let value): return Self.hex(value)
+        case .generated(let value): return value.hex16
         }
     }
 
@@ -49,6 +50,7 @@ public enum RequestID: Sendable, Equatable, CustomStringConvertible {
         case .client(let id):
             out.writeString(id)
         case .generated(let value):
+            // `hex16`'s digits, written in place (a 16-byte String would be allocated).
             var shift = 60
             while shift >= 0 {
                 out.writeInteger(Self.digits[Int((value >> UInt64(shift)) & 0xF)])
@@ -59,11 +61,6 @@ public enum RequestID: Sendable, Equatable, CustomStringConvertible {
     }
 
     private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
-
-    static func hex(_ value: UInt64) -> String {
-        let text = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - text.count) + text
-    }
 }
 
 /// Generated request ids of one event loop: a random start, then a bijective mix of a counter,
