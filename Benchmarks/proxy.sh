@@ -12,15 +12,18 @@
 #
 # The `emulator` target is one `cacheroute emulate --instant` replica answering directly: the
 # emulator must sustain at least HAProxy's rate so that it is never a benchmark's bottleneck.
+# The `nio-relay` target (Sources/NIORelay) is the floor of any SwiftNIO proxy: it pairs each
+# client connection with one backend connection and copies bytes, with no HTTP parsing, keys or
+# routing; what cacheroute costs above it is cacheroute's own work.
 #
-# usage: Benchmarks/proxy.sh [--rounds N] [--seconds S] [--rate R] [--peers "haproxy nginx sglang emulator"]
+# usage: Benchmarks/proxy.sh [--rounds N] [--seconds S] [--rate R] [--peers "haproxy nginx sglang emulator nio-relay"]
 # Installs wrk, nginx, haproxy (Debian) and sglang-router==0.3.2 (PyPI) when missing.
 set -euo pipefail
 
 ROUNDS=3
 SECONDS_PER_RUN=8
 RATE=1000
-PEERS="haproxy nginx sglang emulator"
+PEERS="haproxy nginx sglang emulator nio-relay"
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -57,6 +60,10 @@ fi
 echo "building cacheroute (release)" >&2
 (cd "$ROOT" && swift build -c release --product cacheroute >/dev/null)
 CACHEROUTE="$ROOT/.build/release/cacheroute"
+if [[ " $PEERS " == *" nio-relay "* ]]; then
+  echo "building NIORelay (release)" >&2
+  (cd "$HERE" && swift build -c release --product NIORelay >/dev/null)
+fi
 
 BODY='{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"length"}],"usage":{"prompt_tokens":1000,"completion_tokens":1,"total_tokens":1001}}'
 {
@@ -153,6 +160,10 @@ for peer in $PEERS; do
       "$CACHEROUTE" emulate --port 19500 --instant > "$WORK/emulator.log" 2>&1 &
       PIDS+=($!)
       PORT[emulator]=19500 ;;
+    nio-relay)
+      "$HERE/.build/release/NIORelay" 19600 19001 19002 19003 19004 > "$WORK/nio-relay.log" 2>&1 &
+      PIDS+=($!)
+      PORT[nio-relay]=19600 ;;
   esac
   TARGETS+=("$peer")
 done
@@ -231,6 +242,10 @@ fi
 if [ -n "${MRPS[emulator]:-}" ] && [ -n "${MRPS[haproxy]:-}" ]; then
   awk -v e="${MRPS[emulator]}" -v h="${MRPS[haproxy]}" \
     'BEGIN {printf "goal: one emulated replica (instant) >= HAProxy throughput: %.2fx %s\n", e / h, (e / h >= 1 ? "met" : "NOT met")}'
+fi
+if [ -n "${MRPS[nio-relay]:-}" ]; then
+  awk -v c="${MRPS[cacheroute]}" -v r="${MRPS[nio-relay]}" \
+    'BEGIN {printf "context: cacheroute runs at %.2fx the bare SwiftNIO relay (no parsing, keys or routing)\n", c / r}'
 fi
 added=$((L50[cacheroute] - L50[direct]))
 echo "goal: added p50 latency over direct at $RATE req/s (evenly spaced) <= 100 us: ${added} us $([ "$added" -le 100 ] && echo met || echo 'NOT met')"
