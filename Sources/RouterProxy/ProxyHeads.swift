@@ -30,48 +30,57 @@ enum ProxyHeads {
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let prefix = endpoint.url.pathPrefix
-        var out = allocator.buffer(capacity: head.bytes.count + prefix.utf8.count + 160 + reserve)
-        let bytes = head.bytes
-        out.writeBytes(bytes[head.method])
-        out.writeStaticString(" ")
-        if !prefix.isEmpty { out.writeString(prefix) }
-        out.writeBytes(bytes[head.target])
-        out.writeStaticString(" HTTP/1.1\r\n")
-        out.writeBytes(endpoint.hostLine)
-        var forwardedFor: [Range<Int>] = []
-        var forwardedProto = false
-        for field in head.fields {
-            switch field.kind {
-            case .other, .contentType:
-                break
-            case .xForwardedProto:
-                forwardedProto = true
-            case .xForwardedFor:
-                forwardedFor.append(field.value)
-                continue
-            case .hopByHop, .contentLength, .transferEncoding, .host, .expect, .xRequestID:
-                continue
+        // Every byte of the received head is copied at most twice (X-Forwarded-For values are
+        // joined into one field), plus the lines the router writes itself.
+        let bound = 2 * head.bytes.count + prefix.utf8.count + endpoint.hostLine.count + (client?.utf8.count ?? 0)
+            + RequestID.maxFieldBytes + 128
+        var out = allocator.buffer(capacity: bound + reserve)
+        head.bytes.withUnsafeBytes { bytes in
+            out.writeHead(maxBytes: bound) { w in
+                w.write(UnsafeRawBufferPointer(rebasing: bytes[head.method]))
+                w.write(" ")
+                if !prefix.isEmpty { w.write(prefix) }
+                w.write(UnsafeRawBufferPointer(rebasing: bytes[head.target]))
+                w.write(" HTTP/1.1\r\n")
+                w.write(endpoint.hostLine)
+                var forwardedFor = false
+                var forwardedProto = false
+                for field in head.fields {
+                    switch field.kind {
+                    case .other, .contentType:
+                        break
+                    case .xForwardedProto:
+                        forwardedProto = true
+                    case .xForwardedFor:
+                        forwardedFor = true
+                        continue
+                    case .hopByHop, .contentLength, .transferEncoding, .host, .expect, .xRequestID:
+                        continue
+                    }
+                    w.write(UnsafeRawBufferPointer(rebasing: bytes[field.name.lowerBound..<field.value.upperBound]))
+                    w.write("\r\n")
+                }
+                requestID.writeField(to: &w)
+                if client != nil || forwardedFor {
+                    w.write("x-forwarded-for: ")
+                    var first = true
+                    for field in head.fields where field.kind == .xForwardedFor {
+                        if !first { w.write(", ") }
+                        first = false
+                        w.write(UnsafeRawBufferPointer(rebasing: bytes[field.value]))
+                    }
+                    if let client {
+                        if !first { w.write(", ") }
+                        w.write(client)
+                    }
+                    w.write("\r\n")
+                }
+                if !forwardedProto { w.write("x-forwarded-proto: http\r\n") }
+                w.write("content-length: ")
+                w.write(decimal: bodyLength)
+                w.write("\r\n\r\n")
             }
-            out.writeBytes(bytes[field.name.lowerBound..<field.value.upperBound])
-            out.writeStaticString("\r\n")
         }
-        requestID.writeField(to: &out)
-        if client != nil || !forwardedFor.isEmpty {
-            out.writeStaticString("x-forwarded-for: ")
-            for (i, value) in forwardedFor.enumerated() {
-                if i > 0 { out.writeStaticString(", ") }
-                out.writeBytes(bytes[value])
-            }
-            if let client {
-                if !forwardedFor.isEmpty { out.writeStaticString(", ") }
-                out.writeString(client)
-            }
-            out.writeStaticString("\r\n")
-        }
-        if !forwardedProto { out.writeStaticString("x-forwarded-proto: http\r\n") }
-        out.writeStaticString("content-length: ")
-        out.writeString(String(bodyLength))
-        out.writeStaticString("\r\n\r\n")
         return out
     }
 
@@ -95,41 +104,46 @@ enum ProxyHeads {
         reserve: Int = 0,
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
-        let bytes = response.bytes
-        var out = allocator.buffer(capacity: bytes.count + 128 + reserve)
-        out.writeStaticString("HTTP/1.1 ")
-        Self.writeStatus(&out, response.status)
-        out.writeStaticString(" ")
-        out.writeBytes(bytes[response.reason])
-        out.writeStaticString("\r\n")
-        for field in response.fields {
-            switch field.kind {
-            case .hopByHop, .transferEncoding:
-                continue
-            case .contentLength where framing != .none:
-                continue
-            default:
-                out.writeBytes(bytes[field.name.lowerBound..<field.value.upperBound])
-                out.writeStaticString("\r\n")
+        // The received fields at most once, plus the lines the router writes itself.
+        let bound = response.bytes.count + endpoint.replicaLine.count + RequestID.maxFieldBytes + 192
+        var out = allocator.buffer(capacity: bound + reserve)
+        response.bytes.withUnsafeBytes { bytes in
+            out.writeHead(maxBytes: bound) { w in
+                w.write("HTTP/1.1 ")
+                w.write(status: response.status)
+                w.write(" ")
+                w.write(UnsafeRawBufferPointer(rebasing: bytes[response.reason]))
+                w.write("\r\n")
+                for field in response.fields {
+                    switch field.kind {
+                    case .hopByHop, .transferEncoding:
+                        continue
+                    case .contentLength where framing != .none:
+                        continue
+                    default:
+                        w.write(UnsafeRawBufferPointer(rebasing: bytes[field.name.lowerBound..<field.value.upperBound]))
+                        w.write("\r\n")
+                    }
+                }
+                switch framing {
+                case .length:
+                    w.write("content-length: ")
+                    w.write(decimal: response.contentLength ?? 0)
+                    w.write("\r\n")
+                case .chunked:
+                    w.write("transfer-encoding: chunked\r\n")
+                case .none, .close:
+                    break
+                }
+                w.write(endpoint.replicaLine)
+                w.write("x-cacheroute-tier: ")
+                w.write(tier.rawValue)
+                w.write("\r\n")
+                if response.first(.xRequestID) == nil { requestID.writeField(to: &w) }
+                Self.writeConnection(&w, close: close, request: request)
+                w.write("\r\n")
             }
         }
-        switch framing {
-        case .length:
-            out.writeStaticString("content-length: ")
-            out.writeString(String(response.contentLength ?? 0))
-            out.writeStaticString("\r\n")
-        case .chunked:
-            out.writeStaticString("transfer-encoding: chunked\r\n")
-        case .none, .close:
-            break
-        }
-        out.writeBytes(endpoint.replicaLine)
-        out.writeStaticString("x-cacheroute-tier: ")
-        out.writeString(tier.rawValue)
-        out.writeStaticString("\r\n")
-        if response.first(.xRequestID) == nil { requestID.writeField(to: &out) }
-        Self.writeConnection(&out, close: close, request: request)
-        out.writeStaticString("\r\n")
         return out
     }
 
@@ -143,40 +157,37 @@ enum ProxyHeads {
         requestID: RequestID,
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
-        var out = allocator.buffer(capacity: body.count + 160)
-        out.writeStaticString("HTTP/1.1 ")
-        Self.writeStatus(&out, Int(status.code))
-        out.writeStaticString(" ")
-        out.writeString(status.reasonPhrase)
-        out.writeStaticString("\r\ncontent-type: application/json\r\ncontent-length: ")
-        out.writeString(String(body.count))
-        out.writeStaticString("\r\n")
-        if let retryAfter {
-            out.writeStaticString("retry-after: ")
-            out.writeString(String(retryAfter))
-            out.writeStaticString("\r\n")
+        let reason = status.reasonPhrase
+        let bound = reason.utf8.count + RequestID.maxFieldBytes + 192
+        var out = allocator.buffer(capacity: bound + body.count)
+        out.writeHead(maxBytes: bound) { w in
+            w.write("HTTP/1.1 ")
+            w.write(status: Int(status.code))
+            w.write(" ")
+            w.write(reason)
+            w.write("\r\ncontent-type: application/json\r\ncontent-length: ")
+            w.write(decimal: body.count)
+            w.write("\r\n")
+            if let retryAfter {
+                w.write("retry-after: ")
+                w.write(decimal: retryAfter)
+                w.write("\r\n")
+            }
+            requestID.writeField(to: &w)
+            Self.writeConnection(&w, close: close, request: request)
+            w.write("\r\n")
         }
-        requestID.writeField(to: &out)
-        Self.writeConnection(&out, close: close, request: request)
-        out.writeStaticString("\r\n")
         out.writeBytes(body)
         return out
     }
 
     /// `Connection: close` when closing; `keep-alive` for an HTTP/1.0 client that asked for it.
-    static func writeConnection(_ out: inout ByteBuffer, close: Bool, request: HTTP1Head?) {
+    static func writeConnection(_ w: inout HeadWriter, close: Bool, request: HTTP1Head?) {
         if close {
-            out.writeStaticString("connection: close\r\n")
+            w.write("connection: close\r\n")
         } else if let request, request.minorVersion == 0 {
-            out.writeStaticString("connection: keep-alive\r\n")
+            w.write("connection: keep-alive\r\n")
         }
-    }
-
-    static func writeStatus(_ out: inout ByteBuffer, _ status: Int) {
-        let s = min(max(status, 100), 999)
-        out.writeInteger(UInt8(ascii: "0") + UInt8(s / 100))
-        out.writeInteger(UInt8(ascii: "0") + UInt8(s / 10 % 10))
-        out.writeInteger(UInt8(ascii: "0") + UInt8(s % 10))
     }
 
     /// One chunk of the chunked coding around `piece`.

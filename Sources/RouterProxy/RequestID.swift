@@ -43,24 +43,18 @@ public enum RequestID: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Writes `x-request-id: <id>\r\n`.
-    func writeField(to out: inout ByteBuffer) {
-        out.writeStaticString("x-request-id: ")
-        switch self {
-        case .client(let id):
-            out.writeString(id)
-        case .generated(let value):
-            // `hex16`'s digits, written in place (a 16-byte String would be allocated).
-            var shift = 60
-            while shift >= 0 {
-                out.writeInteger(Self.digits[Int((value >> UInt64(shift)) & 0xF)])
-                shift -= 4
-            }
-        }
-        out.writeStaticString("\r\n")
-    }
+    /// The most bytes `writeField` writes.
+    static let maxFieldBytes = "x-request-id: \r\n".utf8.count + max(Self.maxClientBytes, 16)
 
-    private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
+    /// Writes `x-request-id: <id>\r\n`.
+    func writeField(to w: inout HeadWriter) {
+        w.write("x-request-id: ")
+        switch self {
+        case .client(let id): w.write(id)
+        case .generated(let value): w.write(hex16: value)
+        }
+        w.write("\r\n")
+    }
 }
 
 /// Generated request ids of one event loop: a random start, then a bijective mix of a counter,

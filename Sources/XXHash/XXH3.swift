@@ -37,7 +37,17 @@ public enum XXH3 {
 extension UInt64 {
     /// The 16-digit lower-case hexadecimal form used for keys in logs, `explain` and fixtures.
     public var hex16: String {
-        let digits = String(self, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
+        String(unsafeUninitializedCapacity: 16) { buffer in
+            self.writeHex16(to: UnsafeMutableRawPointer(buffer.baseAddress!))
+            return 16
+        }
+    }
+
+    /// Writes the 16 ASCII digits of `hex16` at `out`, which must have room for them.
+    public func writeHex16(to out: UnsafeMutableRawPointer) {
+        for i in 0..<16 {
+            let nibble = UInt8(truncatingIfNeeded: self >> UInt64(60 - 4 * i)) & 0xF
+            out.storeBytes(of: nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10, toByteOffset: i, as: UInt8.self)
+        }
     }
 }
