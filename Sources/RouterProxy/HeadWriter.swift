@@ -77,7 +77,9 @@ extension ByteBuffer {
     /// Appends a head of at most `maxBytes` bytes written by `body`.
     mutating func writeHead(maxBytes: Int, _ body: (inout HeadWriter) -> Void) {
         self.writeWithUnsafeMutableBytes(minimumWritableBytes: maxBytes) { region in
-            var writer = HeadWriter(region)
+            // Held to the stated bound, not the buffer's (rounded-up) capacity, so a bound that is
+            // too small fails in tests rather than only when the rounding happens not to cover it.
+            var writer = HeadWriter(UnsafeMutableRawBufferPointer(rebasing: region.prefix(maxBytes)))
             body(&writer)
             return writer.count
         }

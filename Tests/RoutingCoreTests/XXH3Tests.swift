@@ -1,4 +1,5 @@
 import Testing
+import RoutingCore
 import XXHash
 
 /// XXH3-64 values pinned to `xxhsum -H3` (xxhash 0.8.1) and, for seeds, to the independent
@@ -30,6 +31,11 @@ struct XXH3Tests {
 
     @Test func hexIsSixteenDigits() {
         #expect(UInt64(0xab).hex16 == "00000000000000ab")
+        var x: UInt64 = 1
+        for value in [UInt64(0), .max, 0x8000_0000_0000_0000] + (0..<64).map({ _ in x = SplitMix64.mix(x); return x }) {
+            let digits = String(value, radix: 16)
+            #expect(value.hex16 == String(repeating: "0", count: 16 - digits.count) + digits)
+        }
         #expect(XXH3.libraryVersion >= 800)
     }
 }
