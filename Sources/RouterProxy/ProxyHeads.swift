@@ -106,7 +106,9 @@ enum ProxyHeads {
         reserve: Int = 0,
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
-        // The received fields at most once, plus the lines the router writes itself.
+        // The received status line and fields at most once, plus the lines the router writes
+        // itself: the replica, the request id, and under 100 bytes of Content-Length (or
+        // Transfer-Encoding), the tier and Connection; 192 leaves room to spare.
         let bound = response.bytes.count + endpoint.replicaLine.count + RequestID.maxFieldBytes + 192
         var out = allocator.buffer(capacity: bound + reserve)
         response.bytes.withUnsafeBytes { bytes in
@@ -160,6 +162,8 @@ enum ProxyHeads {
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let reason = status.reasonPhrase
+        // The reason, the request id, and under 150 bytes of status line, Content-Type,
+        // Content-Length, Retry-After and Connection; 192 leaves room to spare.
         let bound = reason.utf8.count + RequestID.maxFieldBytes + 192
         var out = allocator.buffer(capacity: bound + body.count)
         out.writeHead(maxBytes: bound) { w in
