@@ -151,6 +151,8 @@ public struct HTTP1HeadParser: Sendable {
     /// Where the search for the end of the head resumes (a head arriving byte by byte is
     /// scanned once, not once per byte).
     private var scanned = 0
+    /// A head its user is done with (`recycle`): the next head is parsed into its storage.
+    private var spare: HTTP1Head?
 
     public init(kind: Kind, maxBytes: Int) {
         self.kind = kind
@@ -191,17 +193,41 @@ public struct HTTP1HeadParser: Sendable {
         }
         if end > self.maxBytes { throw HTTP1ParseError(431, "request header fields exceed \(self.maxBytes) bytes") }
         self.scanned = 0
-        let bytes = buffer.readBytes(length: end)!
-        return try Self.parseHead(bytes, kind: self.kind)
+        guard var spare = self.spare.take() else {
+            return try Self.parseHead(buffer.readBytes(length: end)!, kind: self.kind)
+        }
+        var bytes: [UInt8] = []
+        var fields: [HTTP1Head.Field] = []
+        swap(&bytes, &spare.bytes)
+        swap(&fields, &spare.fields)
+        bytes.removeAll(keepingCapacity: true)
+        fields.removeAll(keepingCapacity: true)
+        buffer.withUnsafeReadableBytes { bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<end])) }
+        buffer.moveReaderIndex(forwardBy: end)
+        // `fields` moves into the head (a copy left behind would make its first append copy it).
+        var head = HTTP1Head(bytes: bytes, fields: consume fields)
+        try Self.parse(bytes, into: &head, kind: self.kind)
+        return head
+    }
+
+    /// Gives back a head its user is done with (nothing else holds its storage), so that the next
+    /// head is parsed without allocating.
+    public mutating func recycle(_ head: consuming HTTP1Head) {
+        self.spare = head
     }
 
     /// Parses a complete head (through its empty line).
     public static func parseHead(_ bytes: [UInt8], kind: Kind) throws(HTTP1ParseError) -> HTTP1Head {
         var head = HTTP1Head(bytes: bytes, fields: [])
+        try Self.parse(bytes, into: &head, kind: kind)
+        return head
+    }
+
+    /// Parses `bytes` (`head.bytes`, read through a second reference) into `head`.
+    private static func parse(_ bytes: [UInt8], into head: inout HTTP1Head, kind: Kind) throws(HTTP1ParseError) {
         try bytes.withUnsafeBufferPointer { (b: UnsafeBufferPointer<UInt8>) throws(HTTP1ParseError) in
             try Self.parse(b, kind: kind, into: &head)
         }
-        return head
     }
 
     private static func parse(_ bytes: UnsafeBufferPointer<UInt8>, kind: Kind, into head: inout HTTP1Head) throws(HTTP1ParseError) {

@@ -373,15 +373,18 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if !context.channel.isWritable { conn.channel.setAutoRead(false) }
         // A small body goes out in the same buffer as the head: one write instead of two.
         let coalesce = x.body.readableBytes <= Self.coalesceBytes
-        var requestHead = ProxyHeads.upstreamRequest(
+        let buffers = self.pool?.buffers
+        var requestHead = buffers?.take(capacity: 0, allocator: context.channel.allocator) ?? ByteBuffer()
+        ProxyHeads.upstreamRequest(
             head, endpoint: endpoint, client: x.remote, requestID: x.requestID, bodyLength: x.body.readableBytes,
-            reserve: coalesce ? x.body.readableBytes : 0, allocator: context.channel.allocator)
+            reserve: coalesce ? x.body.readableBytes : 0, into: &requestHead)
         if coalesce {
             requestHead.writeImmutableBuffer(x.body)
             conn.handler.send(head: requestHead, body: nil, isHead: head.methodIs("HEAD"))
         } else {
             conn.handler.send(head: requestHead, body: x.body, isHead: head.methodIs("HEAD"))
         }
+        buffers?.give(requestHead)
         x.firstByteDeadline = .now() + .nanoseconds(Int64(self.settings.upstream.firstByteTimeout * 1e9))
     }
 
@@ -410,7 +413,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         let framing = ProxyHeads.clientFraming(request: head, response: response)
         x.framing = framing
         x.closeAfter = !head.isKeepAlive || framing == .close || self.quiescing
-        let out = ProxyHeads.clientResponse(
+        var out = self.pool?.buffers.take(capacity: 0, allocator: context.channel.allocator) ?? ByteBuffer()
+        ProxyHeads.clientResponse(
             response,
             request: head,
             framing: framing,
@@ -419,7 +423,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             tier: placement.decision.tier,
             requestID: x.requestID,
             reserve: response.contentLength.map { $0 <= Self.coalesceBytes ? $0 : 0 } ?? 0,
-            allocator: context.channel.allocator
+            into: &out
         )
         // Held until the first body piece (or the end of this read) so both go out in one write.
         x.heldHead = out
@@ -430,6 +434,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if let head = x.heldHead {
             x.heldHead = nil
             context.write(Self.wrapOutboundOut(head), promise: nil)
+            self.pool?.buffers.give(head)
         }
     }
 
@@ -447,6 +452,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                 x.heldHead = nil
                 head.writeImmutableBuffer(piece)
                 context.write(Self.wrapOutboundOut(head), promise: nil)
+                self.pool?.buffers.give(head)
                 return
             }
             self.releaseHead(context, x)
@@ -649,7 +655,11 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     func complete(_ x: Exchange, status: Int) {
         guard self.exchange === x else { return }
         self.exchange = nil
-        guard x.head != nil else { return }
+        guard let head = x.head else { return }
+        defer {
+            x.head = nil
+            self.parser.recycle(head)
+        }
         x.summary.status = status
         x.summary.seconds = Double((NIODeadline.now() - x.started).nanoseconds) / 1e9
         if let first = x.firstByteAt { x.summary.firstByteSeconds = Double((first - x.started).nanoseconds) / 1e9 }

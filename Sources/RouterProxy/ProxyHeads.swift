@@ -25,10 +25,11 @@ enum ProxyHeads {
     /// Host set to the replica, `X-Forwarded-For` extended with the client, `X-Forwarded-Proto`
     /// added when absent, `X-Request-Id` set to the request's id, the body length stated.
     ///   - reserve: room for bytes the caller appends (a small body sent in the same write).
+    ///   - out: where the head is appended (an empty buffer, usually a recycled one).
     static func upstreamRequest(
         _ head: HTTP1Head, endpoint: Endpoint, client: String?, requestID: RequestID, bodyLength: Int, reserve: Int = 0,
-        allocator: ByteBufferAllocator
-    ) -> ByteBuffer {
+        into out: inout ByteBuffer
+    ) {
         let prefix = endpoint.url.pathPrefix
         // Each received field is copied at most once (an X-Forwarded-For value with its ", " is
         // shorter than its line), plus what the router writes itself: the path prefix, Host, the
@@ -36,7 +37,7 @@ enum ProxyHeads {
         // Content-Length with their names (17 + 2 + 2 + 25 + 16 + 19 digits + 4 = 85 bytes).
         let bound = head.bytes.count + prefix.utf8.count + endpoint.hostLine.count + (client?.utf8.count ?? 0)
             + RequestID.maxFieldBytes + 85
-        var out = allocator.buffer(capacity: bound + reserve)
+        out.reserveCapacity(minimumWritableBytes: bound + reserve)
         head.bytes.withUnsafeBytes { bytes in
             out.writeHead(maxBytes: bound) { w in
                 w.write(UnsafeRawBufferPointer(rebasing: bytes[head.method]))
@@ -83,7 +84,6 @@ enum ProxyHeads {
                 w.write("\r\n\r\n")
             }
         }
-        return out
     }
 
     static func clientFraming(request: HTTP1Head, response: HTTP1Head) -> ClientFraming {
@@ -104,13 +104,13 @@ enum ProxyHeads {
         tier: Tier,
         requestID: RequestID,
         reserve: Int = 0,
-        allocator: ByteBufferAllocator
-    ) -> ByteBuffer {
+        into out: inout ByteBuffer
+    ) {
         // The received status line and fields at most once, plus the lines the router writes
         // itself: the replica, the request id, and under 100 bytes of Content-Length (or
         // Transfer-Encoding), the tier and Connection; 192 leaves room to spare.
         let bound = response.bytes.count + endpoint.replicaLine.count + RequestID.maxFieldBytes + 192
-        var out = allocator.buffer(capacity: bound + reserve)
+        out.reserveCapacity(minimumWritableBytes: bound + reserve)
         response.bytes.withUnsafeBytes { bytes in
             out.writeHead(maxBytes: bound) { w in
                 w.write("HTTP/1.1 ")
@@ -148,7 +148,6 @@ enum ProxyHeads {
                 w.write("\r\n")
             }
         }
-        return out
     }
 
     /// A complete JSON response the router answers itself.
@@ -249,8 +248,9 @@ struct SSEEventBuffer {
 
 /// One request as the proxy handles it.
 final class Exchange {
-    /// Nil for a request whose head never parsed (400, 408, 431 answers).
-    let head: HTTP1Head?
+    /// Nil for a request whose head never parsed (400, 408, 431 answers), and once the exchange
+    /// completed (the head's storage goes back to the connection's parser).
+    var head: HTTP1Head?
     let started: NIODeadline
     let remote: String?
     let requestID: RequestID

@@ -146,6 +146,7 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
                 if case .untilClose = self.reader { self.keepAlive = false }
                 self.state = .body
                 self.delegate?.upstreamHead(head)
+                self.parser.recycle(head)
                 if self.reader.isComplete { self.complete() }
             case .body:
                 let done: Bool
@@ -230,6 +231,8 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
     let flushes: FlushBatch
     /// Ids for requests that come without a usable `X-Request-Id`.
     var requestIDs = RequestIDGenerator()
+    /// The loop's head buffers, reused once written.
+    let buffers = BufferRecycler()
 
     init(loop: any EventLoop) {
         self.loop = loop

@@ -15,23 +15,39 @@ import Darwin
 struct UsageScanner {
     private(set) var promptTokens: Int?
     private(set) var cachedTokens: Int?
-    private var tail: [UInt8] = []
+    /// The last bytes of the stream so far (held inline: no allocation per response). A key,
+    /// its colon and its number span at most 32 bytes, so one cut by any number of piece
+    /// boundaries is whole in this tail joined to the start of the next piece.
+    private var tail = InlineArray<32, UInt8>(repeating: 0)
+    private var tailCount = 0
 
     /// Only the end of each piece is scanned: `usage` closes a JSON answer and is the last
     /// event of a stream, and an object cut by a piece boundary is caught by the seam.
     static let window = 2048
+    /// Bytes of a piece's start joined to the previous tail.
+    static let seamBytes = 48
 
     mutating func feed(_ buffer: ByteBuffer) {
         buffer.withUnsafeReadableBytes { raw in
             let all = UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: UInt8.self), count: raw.count)
-            if !self.tail.isEmpty {
+            if self.tailCount > 0 {
                 // A key split across the boundary: look at the tail joined with the piece's start.
-                let seam = self.tail + Array(all.prefix(48))
-                seam.withUnsafeBufferPointer { self.scan($0) }
+                let head = min(all.count, Self.seamBytes)
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: self.tailCount + head) { seam in
+                    for i in 0..<self.tailCount { seam[i] = self.tail[i] }
+                    for i in 0..<head { seam[self.tailCount + i] = all[i] }
+                    self.scan(UnsafeBufferPointer(seam))
+                }
             }
             self.scan(UnsafeBufferPointer(rebasing: all[max(0, all.count - Self.window)...]))
-            self.tail.removeAll(keepingCapacity: true)
-            self.tail.append(contentsOf: all.suffix(32))
+            // The stream's last bytes, which span pieces when pieces are short.
+            let kept = min(all.count, self.tail.count)
+            let fromOld = min(self.tailCount, self.tail.count - kept)
+            var tail = InlineArray<32, UInt8>(repeating: 0)
+            for i in 0..<fromOld { tail[i] = self.tail[self.tailCount - fromOld + i] }
+            for i in 0..<kept { tail[fromOld + i] = all[all.count - kept + i] }
+            self.tail = tail
+            self.tailCount = fromOld + kept
         }
     }
 

@@ -314,18 +314,27 @@ public struct Router: Sendable {
         note: String,
         match: FleetSnapshot.PoolMatch
     ) -> RoutingDecision {
-        let routable = pool.members.filter { fleet.routable[$0] }
-        guard !routable.isEmpty else {
+        // One pass for the minimum (no filtered copy, no sort): fewest in flight, then fewest
+        // probed waiting, then the name, so that equal replicas are chosen the same way everywhere.
+        var best: (replica: Int, inFlight: Int, waiting: Int)?
+        for replica in pool.members where fleet.routable[replica] {
+            let load = self.load(replicaID: fleet.ids[replica])
+            let waiting = load.probedWaiting ?? 0
+            if let b = best {
+                if load.inFlight != b.inFlight {
+                    if load.inFlight > b.inFlight { continue }
+                } else if waiting != b.waiting {
+                    if waiting > b.waiting { continue }
+                } else if fleet.replicas[replica].name >= fleet.replicas[b.replica].name {
+                    continue
+                }
+            }
+            best = (replica, load.inFlight, waiting)
+        }
+        guard let best else {
             return RoutingDecision(replica: nil, tier: .fallback, note: "no healthy replica", poolMatch: match)
         }
-        let ordered = routable.sorted { a, b in
-            let la = self.load(replicaID: fleet.ids[a])
-            let lb = self.load(replicaID: fleet.ids[b])
-            if la.inFlight != lb.inFlight { return la.inFlight < lb.inFlight }
-            if (la.probedWaiting ?? 0) != (lb.probedWaiting ?? 0) { return (la.probedWaiting ?? 0) < (lb.probedWaiting ?? 0) }
-            return fleet.replicas[a].name < fleet.replicas[b].name
-        }
-        return RoutingDecision(replica: ordered[0], tier: .fallback, note: note, poolMatch: match, ringKey: 0)
+        return RoutingDecision(replica: best.replica, tier: .fallback, note: note, poolMatch: match, ringKey: 0)
     }
 
     // MARK: - Commit and completion

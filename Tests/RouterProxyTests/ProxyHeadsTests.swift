@@ -21,9 +21,9 @@ import Testing
             ),
             kind: .request
         )
-        let out = ProxyHeads.upstreamRequest(
-            head, endpoint: self.endpoint, client: "3.3.3.3", requestID: .generated(0xab), bodyLength: 5,
-            allocator: ByteBufferAllocator()
+        var out = ByteBuffer()
+        ProxyHeads.upstreamRequest(
+            head, endpoint: self.endpoint, client: "3.3.3.3", requestID: .generated(0xab), bodyLength: 5, into: &out
         )
         #expect(
             self.text(out)
@@ -45,9 +45,8 @@ import Testing
         let head = try HTTP1HeadParser.parseHead(Array(received.utf8), kind: .request)
         let client = String(repeating: "f", count: 200)
         let id = RequestID.client(String(repeating: "i", count: RequestID.maxClientBytes))
-        let out = ProxyHeads.upstreamRequest(
-            head, endpoint: self.endpoint, client: client, requestID: id, bodyLength: Int.max, allocator: ByteBufferAllocator()
-        )
+        var out = ByteBuffer()
+        ProxyHeads.upstreamRequest(head, endpoint: self.endpoint, client: client, requestID: id, bodyLength: Int.max, into: &out)
         let text = self.text(out)
         #expect(text.hasPrefix("GET /prefix/ HTTP/1.1\r\nhost: 10.0.0.7:8000\r\nx-request-id: iii"))
         #expect(text.contains("x-forwarded-for: \(head.fields.isEmpty ? "" : "a, a, ")"))
@@ -63,9 +62,10 @@ import Testing
             kind: .response
         )
         let request = try HTTP1HeadParser.parseHead(Array("GET / HTTP/1.0\r\n\r\n".utf8), kind: .request)
-        let out = ProxyHeads.clientResponse(
+        var out = ByteBuffer()
+        ProxyHeads.clientResponse(
             response, request: request, framing: .length, close: false, endpoint: self.endpoint, tier: .session,
-            requestID: .client("abc"), allocator: ByteBufferAllocator()
+            requestID: .client("abc"), into: &out
         )
         #expect(
             self.text(out)
