@@ -54,6 +54,29 @@ struct HeadParserTests {
         }
     }
 
+    /// A recycled head's storage is reused for the next head of the same kind; a head still
+    /// held elsewhere when it was recycled is left as it was.
+    @Test func recycledHeadsParseLikeFreshOnes() throws {
+        for kind in [HTTP1HeadParser.Kind.request, .response] {
+            let texts = Self.heads.filter { $0.1 == kind }.map(\.0)
+            var parser = HTTP1HeadParser(kind: kind, maxBytes: 4096)
+            var kept: [(HTTP1Head, String)] = []
+            for round in 0..<6 {
+                let text = texts[round % texts.count]
+                var buffer = ByteBuffer(string: text + "next")
+                let head = try #require(try parser.parse(&buffer))
+                let fresh = try HTTP1HeadParser.parseHead(Array(text.utf8), kind: kind)
+                #expect(head.bytes == fresh.bytes && head.fields.count == fresh.fields.count)
+                #expect(head.status == fresh.status && head.contentLength == fresh.contentLength && head.chunked == fresh.chunked)
+                #expect(zip(head.fields, fresh.fields).allSatisfy { $0.name == $1.name && $0.value == $1.value && $0.kind == $1.kind })
+                #expect(String(buffer: buffer) == "next")
+                if round.isMultiple(of: 3) { kept.append((head, text)) }
+                parser.recycle(head)
+            }
+            for (head, text) in kept { #expect(String(decoding: head.bytes, as: UTF8.self) == text) }
+        }
+    }
+
     @Test func mutatedHeadsNeverTrapAndWhatParsesIsClean() {
         var rng = SplitMix64Generator(seed: 11)
         let specials: [UInt8] = [0x00, 0x09, 0x0A, 0x0D, 0x20, 0x3A, 0x7F, 0xFF, UInt8(ascii: ","), UInt8(ascii: "-")]
