@@ -24,7 +24,12 @@ final class FlushBatch: @unchecked Sendable {
     /// Flushes `context`'s channel at the end of the current batch (`context` is on this loop).
     func flush(_ context: ChannelHandlerContext) {
         self.loop.assertInEventLoop()
-        if self.pending.isEmpty { self.loop.execute { self.run() } }
+        if self.pending.isEmpty {
+            self.loop.execute { self.run() }
+        } else if self.pending.last === context {
+            // The same channel twice in a row (a response's end and its read's end): one flush.
+            return
+        }
         self.pending.append(context)
     }
 

@@ -31,7 +31,9 @@ struct HeadWriter {
         bytes.withUnsafeBytes { self.write($0) }
     }
 
-    mutating func write(_ string: String) {
+    /// A string's UTF-8 bytes. Labelled so that a literal argument binds to the `StaticString`
+    /// overload (unlabelled, a literal would be a `String`, which costs a copy and a check).
+    mutating func write(string: String) {
         var string = string
         string.withUTF8 { self.write(UnsafeRawBufferPointer($0)) }
     }

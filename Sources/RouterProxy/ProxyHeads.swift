@@ -42,7 +42,7 @@ enum ProxyHeads {
             out.writeHead(maxBytes: bound) { w in
                 w.write(UnsafeRawBufferPointer(rebasing: bytes[head.method]))
                 w.write(" ")
-                if !prefix.isEmpty { w.write(prefix) }
+                if !prefix.isEmpty { w.write(string: prefix) }
                 w.write(UnsafeRawBufferPointer(rebasing: bytes[head.target]))
                 w.write(" HTTP/1.1\r\n")
                 w.write(endpoint.hostLine)
@@ -74,7 +74,7 @@ enum ProxyHeads {
                     }
                     if let client {
                         if !first { w.write(", ") }
-                        w.write(client)
+                        w.write(string: client)
                     }
                     w.write("\r\n")
                 }
@@ -141,7 +141,7 @@ enum ProxyHeads {
                 }
                 w.write(endpoint.replicaLine)
                 w.write("x-cacheroute-tier: ")
-                w.write(tier.rawValue)
+                w.write(string: tier.rawValue)
                 w.write("\r\n")
                 if response.first(.xRequestID) == nil { requestID.writeField(to: &w) }
                 Self.writeConnection(&w, close: close, request: request)
@@ -169,7 +169,7 @@ enum ProxyHeads {
             w.write("HTTP/1.1 ")
             w.write(status: Int(status.code))
             w.write(" ")
-            w.write(reason)
+            w.write(string: reason)
             w.write("\r\ncontent-type: application/json\r\ncontent-length: ")
             w.write(decimal: body.count)
             w.write("\r\n")

@@ -50,7 +50,7 @@ public enum RequestID: Sendable, Equatable, CustomStringConvertible {
     func writeField(to w: inout HeadWriter) {
         w.write("x-request-id: ")
         switch self {
-        case .client(let id): w.write(id)
+        case .client(let id): w.write(string: id)
         case .generated(let value): w.write(hex16: value)
         }
         w.write("\r\n")
