@@ -15,8 +15,12 @@ func fixture(_ name: String) throws -> String {
     return try String(contentsOf: url, encoding: .utf8)
 }
 
-/// Polls `condition` every 25 ms for up to `seconds`.
-func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) async rethrows -> Bool {
+/// Polls `condition` every 25 ms for up to `seconds`. The default is generous: on a 2-core
+/// machine the CPU-bound suites that run alongside (a million prefixes, fuzzed heads) can hold
+/// both threads of the cooperative pool for seconds, and with them the probe tasks being waited
+/// on (seen in CI: every probe round landed right after a 5 s deadline). It returns as soon as
+/// the condition holds, so a passing test waits no longer.
+func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while ContinuousClock.now < deadline {
         if try await condition() { return true }
