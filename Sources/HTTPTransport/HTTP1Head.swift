@@ -193,15 +193,15 @@ public struct HTTP1HeadParser: Sendable {
         }
         if end > self.maxBytes { throw HTTP1ParseError(431, "request header fields exceed \(self.maxBytes) bytes") }
         self.scanned = 0
-        guard var spare = self.spare.take() else {
-            return try Self.parseHead(buffer.readBytes(length: end)!, kind: self.kind)
-        }
+        // Into the storage of the recycled head if there is one, else new arrays.
         var bytes: [UInt8] = []
         var fields: [HTTP1Head.Field] = []
-        swap(&bytes, &spare.bytes)
-        swap(&fields, &spare.fields)
-        bytes.removeAll(keepingCapacity: true)
-        fields.removeAll(keepingCapacity: true)
+        if var spare = self.spare.take() {
+            swap(&bytes, &spare.bytes)
+            swap(&fields, &spare.fields)
+            bytes.removeAll(keepingCapacity: true)
+            fields.removeAll(keepingCapacity: true)
+        }
         buffer.withUnsafeReadableBytes { bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<end])) }
         buffer.moveReaderIndex(forwardBy: end)
         // `fields` moves into the head (a copy left behind would make its first append copy it).
