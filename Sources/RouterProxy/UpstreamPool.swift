@@ -26,15 +26,18 @@ final class UpstreamConnection: @unchecked Sendable {
     let channel: any Channel
     let key: UpstreamKey
     let handler: UpstreamHandler
+    /// The pool's record of this address (a release needs no lookup by key).
+    let host: UpstreamPool.Host
     /// Requests served on this connection (0: fresh).
     var uses = 0
     /// When an idle connection in the pool closes.
     var idleDeadline = NIODeadline.distantFuture
 
-    init(channel: any Channel, key: UpstreamKey, handler: UpstreamHandler) {
+    init(channel: any Channel, key: UpstreamKey, handler: UpstreamHandler, host: UpstreamPool.Host) {
         self.channel = channel
         self.key = key
         self.handler = handler
+        self.host = host
     }
 
     var isReusable: Bool { self.channel.isActive && self.handler.reusable }
@@ -297,7 +300,7 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
                 // The pool lives as long as its loop; capturing it (not weakly) keeps weak
                 // references, and the side tables they cost, off the request path.
                 handler.onClose = { handler in self.closed(handler, key, host) }
-                return UpstreamConnection(channel: channel, key: key, handler: handler)
+                return UpstreamConnection(channel: channel, key: key, handler: handler, host: host)
             }
             .flatMapErrorThrowing { error in
                 host.open -= 1
@@ -313,7 +316,7 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
             conn.channel.close(promise: nil)
             return
         }
-        let host = self.host(conn.key)
+        let host = conn.host
         if let waiter = host.waiters.popFirst() {
             waiter.succeed(conn)
             return
