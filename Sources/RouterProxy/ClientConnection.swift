@@ -555,7 +555,14 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     /// One attempt on a replica ended: release its load and tell passive health.
     func endAttempt(_ x: Exchange, _ placement: Placement, _ outcome: UpstreamOutcome) {
         guard x.placement === placement else { return }
-        self.state.finish(placement, outcome: outcome)
+        if outcome == .success, let flushes = self.pool?.flushes {
+            // An answer that went well: its load is released once the answer is out. A failure is
+            // accounted at once (a retry decides next, and passive health must count it).
+            let state = self.state
+            flushes.afterFlush { state.finish(placement, outcome: .success) }
+        } else {
+            self.state.finish(placement, outcome: outcome)
+        }
         switch outcome {
         case .success, .clientGone: break
         case .connectFailure: self.observer.upstreamError(replica: placement.replicaName, kind: "connect")
@@ -666,7 +673,14 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if let first = x.firstBodyAt { x.summary.firstTokenSeconds = Double((first - x.started).nanoseconds) / 1e9 }
         x.summary.usagePromptTokens = x.usage.promptTokens
         x.summary.usageCachedTokens = x.usage.cachedTokens
-        self.observer.requestFinished(x.summary)
+        if let flushes = self.pool?.flushes {
+            // Metrics and the access log after the answer's bytes went out (`FlushBatch`); the
+            // exchange is freed there too.
+            let observer = self.observer
+            flushes.afterFlush { observer.requestFinished(x.summary) }
+        } else {
+            self.observer.requestFinished(x.summary)
+        }
     }
 
     // MARK: - /v1/models

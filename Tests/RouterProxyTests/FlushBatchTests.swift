@@ -41,4 +41,31 @@ import Testing
         #expect(try channels[2].readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "next"))
         for channel in channels { _ = try channel.finish() }
     }
+
+    @Test func afterFlushWorkRunsOnceTheBatchWentOutInOrder() throws {
+        let loop = EmbeddedEventLoop()
+        let batch = FlushBatch(loop: loop)
+        let channel = EmbeddedChannel(handler: Tap(), loop: loop)
+        let context = try channel.pipeline.syncOperations.context(handlerType: Tap.self)
+        var seen: [String] = []
+        // Work alone (no flush in the batch) still runs.
+        batch.afterFlush { seen.append("alone") }
+        loop.run()
+        #expect(seen == ["alone"])
+
+        context.write(NIOAny(ByteBuffer(string: "answer")), promise: nil)
+        batch.afterFlush {
+            // The answer is out by the time the bookkeeping runs.
+            let out = try? channel.readOutbound(as: ByteBuffer.self)
+            seen.append(out == ByteBuffer(string: "answer") ? "after the write" : "before the write")
+            // Work queued while running goes to the next run, not lost.
+            batch.afterFlush { seen.append("queued while running") }
+        }
+        batch.flush(context)
+        batch.afterFlush { seen.append("second") }
+        #expect(seen == ["alone"])
+        loop.run()
+        #expect(seen == ["alone", "after the write", "second", "queued while running"])
+        _ = try channel.finish()
+    }
 }
