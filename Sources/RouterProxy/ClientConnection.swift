@@ -491,6 +491,11 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if let pool = self.pool { pool.flushes.flush(context) } else { context.flush() }
     }
 
+    /// After the loop's batch of writes (`FlushBatch`): bookkeeping the client need not wait for.
+    func afterFlush(_ work: @escaping () -> Void) {
+        if let pool = self.pool { pool.flushes.afterFlush(work) } else { work() }
+    }
+
     func upstreamEnd() {
         guard let x = self.exchange, let context, let placement = x.placement, x.responseStarted else { return }
         if let conn = x.connection {
@@ -555,11 +560,11 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     /// One attempt on a replica ended: release its load and tell passive health.
     func endAttempt(_ x: Exchange, _ placement: Placement, _ outcome: UpstreamOutcome) {
         guard x.placement === placement else { return }
-        if outcome == .success, let flushes = self.pool?.flushes {
+        if outcome == .success {
             // An answer that went well: its load is released once the answer is out. A failure is
             // accounted at once (a retry decides next, and passive health must count it).
             let state = self.state
-            flushes.afterFlush { state.finish(placement, outcome: .success) }
+            self.afterFlush { state.finish(placement, outcome: .success) }
         } else {
             self.state.finish(placement, outcome: outcome)
         }
@@ -673,14 +678,9 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if let first = x.firstBodyAt { x.summary.firstTokenSeconds = Double((first - x.started).nanoseconds) / 1e9 }
         x.summary.usagePromptTokens = x.usage.promptTokens
         x.summary.usageCachedTokens = x.usage.cachedTokens
-        if let flushes = self.pool?.flushes {
-            // Metrics and the access log after the answer's bytes went out (`FlushBatch`); the
-            // exchange is freed there too.
-            let observer = self.observer
-            flushes.afterFlush { observer.requestFinished(x.summary) }
-        } else {
-            self.observer.requestFinished(x.summary)
-        }
+        // Metrics and the access log after the answer's bytes went out; the exchange is freed there too.
+        let observer = self.observer
+        self.afterFlush { observer.requestFinished(x.summary) }
     }
 
     // MARK: - /v1/models
