@@ -154,6 +154,67 @@ __attribute__((target("avx2"))) static inline void cjs_utf8_chunk(cjs_utf8_state
     st->prev_incomplete = _mm256_subs_epu8(input, max_value);
     st->prev_input = input;
 }
+
+// The same validation, 64 bytes at a time (AVX-512 VBMI: one byte permute brings in the previous
+// chunk's last bytes; the lookup tables repeat in each 128-bit lane, as vpshufb indexes per lane).
+typedef struct {
+    __m512i error, prev_input, prev_incomplete;
+} cjs_utf8_state512;
+
+#define CJS_T64(...) _mm512_broadcast_i64x4(CJS_T16(__VA_ARGS__))
+#define CJS_PREV512(input, prev, n) \
+    _mm512_permutex2var_epi8(prev, _mm512_add_epi8(_mm512_set1_epi8(64 - (n)), cjs_lane_index()), input)
+
+__attribute__((target("avx512bw,avx512vbmi"))) static inline __m512i cjs_lane_index(void) {
+    return _mm512_set_epi8(63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43,
+        42, 41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+        15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+}
+
+__attribute__((target("avx512bw,avx512vbmi"))) static inline void cjs_utf8_chunk512(cjs_utf8_state512 *st,
+                                                                                     __m512i input) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+    __m512i prev1 = CJS_PREV512(input, st->prev_input, 1);
+    __m512i byte_1_high = _mm512_shuffle_epi8(
+        CJS_T64(CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG,
+            CJS_TOO_LONG, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TOO_SHORT | CJS_OVERLONG_2,
+            CJS_TOO_SHORT, CJS_TOO_SHORT | CJS_OVERLONG_3 | CJS_SURROGATE,
+            CJS_TOO_SHORT | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4),
+        _mm512_and_si512(_mm512_srli_epi16(prev1, 4), lo4));
+    __m512i byte_1_low = _mm512_shuffle_epi8(
+        CJS_T64(CJS_CARRY | CJS_OVERLONG_3 | CJS_OVERLONG_2 | CJS_OVERLONG_4, CJS_CARRY | CJS_OVERLONG_2, CJS_CARRY,
+            CJS_CARRY, CJS_CARRY | CJS_TOO_LARGE, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_SURROGATE,
+            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000),
+        _mm512_and_si512(prev1, lo4));
+    __m512i byte_2_high = _mm512_shuffle_epi8(
+        CJS_T64(CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT,
+            CJS_TOO_SHORT, CJS_TOO_SHORT,
+            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4,
+            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE,
+            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE,
+            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE, CJS_TOO_SHORT,
+            CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT),
+        _mm512_and_si512(_mm512_srli_epi16(input, 4), lo4));
+    __m512i special = _mm512_and_si512(_mm512_and_si512(byte_1_high, byte_1_low), byte_2_high);
+    __m512i prev2 = CJS_PREV512(input, st->prev_input, 2);
+    __m512i prev3 = CJS_PREV512(input, st->prev_input, 3);
+    __m512i third = _mm512_subs_epu8(prev2, _mm512_set1_epi8((char)(0xE0 - 0x80)));
+    __m512i fourth = _mm512_subs_epu8(prev3, _mm512_set1_epi8((char)(0xF0 - 0x80)));
+    __m512i must23_80 = _mm512_and_si512(_mm512_or_si512(third, fourth), _mm512_set1_epi8((char)0x80));
+    st->error = _mm512_or_si512(st->error, _mm512_xor_si512(must23_80, special));
+    // Incomplete if the chunk ends inside a sequence: ... 1111____ 111_____ 11______
+    const __m512i max_value = _mm512_set_epi8((char)(0xC0 - 1), (char)(0xE0 - 1), (char)(0xF0 - 1), -1, -1, -1, -1,
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        -1, -1, -1);
+    st->prev_incomplete = _mm512_subs_epu8(input, max_value);
+    st->prev_input = input;
+}
 #endif
 
 static inline void cjs_block_masks_scalar(const uint8_t *p, cjs_masks *m) {
@@ -172,12 +233,9 @@ static inline void cjs_block_masks_scalar(const uint8_t *p, cjs_masks *m) {
 
 // The characters escaped by an odd run of backslashes (simdjson's escape scanner).
 // `carry` is 1 when the previous block ended with an unfinished escape.
+// Branch-free: with no backslash it reduces to `escaped = carry` (prose has a backslash in about
+// every other block, a branch there mispredicts).
 static inline uint64_t cjs_escaped(uint64_t backslash, uint64_t *carry) {
-    if (backslash == 0) {
-        uint64_t escaped = *carry;
-        *carry = 0;
-        return escaped;
-    }
     const uint64_t odd = 0xAAAAAAAAAAAAAAAAULL;
     uint64_t potential = backslash & ~*carry;
     uint64_t maybe_escaped = potential << 1;
@@ -218,10 +276,11 @@ static inline size_t cjs_utf8_sequence(const uint8_t *bytes, size_t i, size_t en
 }
 
 // The scan loop, instantiated once per mask builder. UTF8_INIT/UTF8_BLOCK/UTF8_BAD validate the
-// blocks that hold non-ASCII bytes: vectorized, or sequence by sequence in plain C.
+// blocks that hold non-ASCII bytes: vectorized, or sequence by sequence in plain C. The blocks
+// before the closing quote only OR their masks together; the flags are read once at the end.
 #define CJS_SCAN_LOOP(BLOCK_MASKS, UTF8_INIT, UTF8_BLOCK, UTF8_BAD)                                  \
     cjs_string_scan result = {length, 0};                                                         \
-    uint64_t carry = 0;                                                                           \
+    uint64_t carry = 0, seen_backslash = 0, seen_rewrite = 0, seen_control = 0, seen_nonascii = 0; \
     size_t i = from;                                                                              \
     cjs_masks m;                                                                                  \
     UTF8_INIT;                                                                                    \
@@ -240,22 +299,23 @@ static inline size_t cjs_utf8_sequence(const uint8_t *bytes, size_t i, size_t en
         uint64_t escaped = cjs_escaped(m.backslash & valid, &carry);                              \
         uint64_t quotes = m.quote & ~escaped & valid;                                             \
         uint64_t upto = quotes ? (quotes & (~quotes + 1)) - 1 : valid;                            \
-        result.flags |= ((m.backslash & upto) != 0) * CJS_ESCAPES                                 \
-            | ((escaped & ~m.common_escape & upto) != 0) * CJS_REWRITE                            \
-            | ((m.control & upto) != 0) * CJS_CONTROL;                                            \
+        seen_backslash |= m.backslash & upto;                                                     \
+        seen_rewrite |= escaped & ~m.common_escape & upto;                                        \
+        seen_control |= m.control & upto;                                                         \
         if (m.nonascii & upto) {                                                                  \
-            result.flags |= CJS_NONASCII;                                                         \
+            seen_nonascii = 1;                                                                    \
             UTF8_BLOCK;                                                                           \
         } else {                                                                                  \
             UTF8_ASCII_BLOCK;                                                                     \
         }                                                                                         \
         if (quotes) {                                                                             \
             result.end = i + (size_t)__builtin_ctzll(quotes);                                     \
-            if (UTF8_BAD) result.flags |= CJS_BAD_UTF8;                                           \
-            return result;                                                                        \
+            break;                                                                                \
         }                                                                                         \
         i += 64;                                                                                  \
     }                                                                                             \
+    result.flags = (seen_backslash != 0) * CJS_ESCAPES | (seen_rewrite != 0) * CJS_REWRITE        \
+        | (seen_control != 0) * CJS_CONTROL | (seen_nonascii != 0) * CJS_NONASCII;               \
     if (UTF8_BAD) result.flags |= CJS_BAD_UTF8;                                                   \
     return result;
 
@@ -278,21 +338,26 @@ static inline size_t cjs_utf8_sequence(const uint8_t *bytes, size_t i, size_t en
 #define CJS_SCALAR_UTF8_BAD bad_utf8
 
 // Vector validation of whole 64-byte blocks; in the block that holds the closing quote, the bytes
-// from the quote on are zeroed first, so only the string's own bytes are judged.
+// from the quote on are zeroed first (ANDed with a window of `cjs_keep_window` that starts q bytes
+// before its zeros), so only the string's own bytes are judged.
+static const uint8_t cjs_keep_window[128] = {
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255};
 #define CJS_AVX2_UTF8_INIT                                                                        \
     cjs_utf8_state utf8 = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()}
 #define CJS_AVX2_UTF8_BLOCK                                                                       \
     do {                                                                                          \
-        const uint8_t *judged = block;                                                            \
-        uint8_t own[64];                                                                          \
+        __m256i lo = _mm256_loadu_si256((const __m256i *)block);                                  \
+        __m256i hi = _mm256_loadu_si256((const __m256i *)(block + 32));                           \
         if (quotes) {                                                                             \
-            size_t q = (size_t)__builtin_ctzll(quotes);                                           \
-            memcpy(own, block, 64);                                                               \
-            memset(own + q, 0, 64 - q);                                                           \
-            judged = own;                                                                         \
+            const uint8_t *keep = cjs_keep_window + 64 - __builtin_ctzll(quotes);                 \
+            lo = _mm256_and_si256(lo, _mm256_loadu_si256((const __m256i *)keep));                 \
+            hi = _mm256_and_si256(hi, _mm256_loadu_si256((const __m256i *)(keep + 32)));          \
         }                                                                                         \
-        cjs_utf8_chunk(&utf8, _mm256_loadu_si256((const __m256i *)judged));                       \
-        cjs_utf8_chunk(&utf8, _mm256_loadu_si256((const __m256i *)(judged + 32)));                \
+        cjs_utf8_chunk(&utf8, lo);                                                                \
+        cjs_utf8_chunk(&utf8, hi);                                                                \
     } while (0)
 #define CJS_AVX2_UTF8_BAD (!_mm256_testz_si256(utf8.error, utf8.error))
 
@@ -323,31 +388,84 @@ __attribute__((target("avx512bw,avx2"))) static cjs_string_scan cjs_scan_avx512(
                                                                                 size_t from, size_t length) {
     CJS_SCAN_LOOP(cjs_block_masks_avx512, CJS_AVX2_UTF8_INIT, CJS_AVX2_UTF8_BLOCK, CJS_AVX2_UTF8_BAD)
 }
+
+// The whole block in one 64-byte validation; in the closing quote's block a masked load keeps
+// only the string's own bytes (the rest read as zero).
+#define CJS_AVX512_UTF8_INIT                                                                      \
+    cjs_utf8_state512 utf8 = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()}
+#define CJS_AVX512_UTF8_BLOCK                                                                     \
+    cjs_utf8_chunk512(&utf8, _mm512_maskz_loadu_epi8(quotes ? upto : ~(uint64_t)0, block))
+#define CJS_AVX512_UTF8_BAD (_mm512_test_epi8_mask(utf8.error, utf8.error) != 0)
+#undef UTF8_ASCII_BLOCK
+#define UTF8_ASCII_BLOCK                                                                          \
+    do {                                                                                          \
+        utf8.error = _mm512_or_si512(utf8.error, utf8.prev_incomplete);                          \
+        utf8.prev_incomplete = _mm512_setzero_si512();                                           \
+        utf8.prev_input = _mm512_setzero_si512();                                                \
+    } while (0)
+
+__attribute__((target("avx512bw,avx512vbmi"))) static cjs_string_scan cjs_scan_avx512vbmi(const uint8_t *bytes,
+                                                                                       size_t from, size_t length) {
+    CJS_SCAN_LOOP(cjs_block_masks_avx512, CJS_AVX512_UTF8_INIT, CJS_AVX512_UTF8_BLOCK, CJS_AVX512_UTF8_BAD)
+}
 #endif
 
 typedef cjs_string_scan (*cjs_scan_fn)(const uint8_t *, size_t, size_t);
 
+// Every implementation this CPU can run, best first; the plain C scan is always last.
+static size_t cjs_implementations(cjs_scan_fn *out) {
+    size_t n = 0;
+#if CJS_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi")) out[n++] = cjs_scan_avx512vbmi;
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2")) out[n++] = cjs_scan_avx512;
+    if (__builtin_cpu_supports("avx2")) out[n++] = cjs_scan_avx2;
+    out[n++] = cjs_scan_sse2;
+#endif
+    out[n++] = cjs_scan_scalar;
+    return n;
+}
+
 // Chosen once; a race between first callers is benign (both store the same pointer).
 static cjs_scan_fn cjs_scan_impl = 0;
 
-static cjs_scan_fn cjs_choose(void) {
-#if CJS_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512bw")) return cjs_scan_avx512;
-    if (__builtin_cpu_supports("avx2")) return cjs_scan_avx2;
-    return cjs_scan_sse2;
-#else
-    return cjs_scan_scalar;
-#endif
-}
-
 cjs_string_scan cjs_scan_string(const uint8_t *bytes, size_t from, size_t length) {
+#if CJS_X86
+    // Most strings of a request are short and plain (keys, roles, model names): when the closing
+    // quote is among the next 16 bytes and only printable ASCII other than a backslash comes
+    // before it, that is the whole answer. The block loops would first set up their constants.
+    if (length - from >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(bytes + from));
+        unsigned quote = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')));
+        // A backslash, a control byte (<= 0x1F) or a byte >= 0x80 (the sign bit).
+        __m128i special = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')),
+            _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F)));
+        unsigned other = (unsigned)_mm_movemask_epi8(_mm_or_si128(special, v));
+        if (quote && (other & ((quote & (0u - quote)) - 1)) == 0) {
+            cjs_string_scan plain = {from + (size_t)__builtin_ctz(quote), 0};
+            return plain;
+        }
+    }
+#endif
     cjs_scan_fn fn = __atomic_load_n(&cjs_scan_impl, __ATOMIC_RELAXED);
     if (!fn) {
-        fn = cjs_choose();
+        cjs_scan_fn all[CJS_MAX_IMPLEMENTATIONS];
+        cjs_implementations(all);
+        fn = all[0];
         __atomic_store_n(&cjs_scan_impl, fn, __ATOMIC_RELAXED);
     }
     return fn(bytes, from, length);
+}
+
+size_t cjs_scan_implementation_count(void) {
+    cjs_scan_fn all[CJS_MAX_IMPLEMENTATIONS];
+    return cjs_implementations(all);
+}
+
+cjs_string_scan cjs_scan_string_using(size_t implementation, const uint8_t *bytes, size_t from, size_t length) {
+    cjs_scan_fn all[CJS_MAX_IMPLEMENTATIONS];
+    size_t n = cjs_implementations(all);
+    return all[implementation < n ? implementation : n - 1](bytes, from, length);
 }
 
 cjs_string_scan cjs_scan_string_portable(const uint8_t *bytes, size_t from, size_t length) {

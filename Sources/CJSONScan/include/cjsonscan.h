@@ -29,11 +29,22 @@ typedef struct {
 } cjs_string_scan;
 
 /// Scans the body of a JSON string that starts at `from` (just after its opening quote), validating
-/// its UTF-8 on the way. Uses AVX2 where the CPU has it, else SSE2, else plain C.
+/// its UTF-8 on the way. Uses AVX-512 where the CPU has it, else AVX2, else SSE2, else plain C.
 cjs_string_scan cjs_scan_string(const uint8_t *bytes, size_t from, size_t length);
 
 /// The same scan in plain C (no vector instructions), for tests that compare the two.
 cjs_string_scan cjs_scan_string_portable(const uint8_t *bytes, size_t from, size_t length);
+
+/// Upper bound of `cjs_scan_implementation_count`.
+#define CJS_MAX_IMPLEMENTATIONS 5
+
+/// How many implementations of the scan this CPU runs (AVX-512 VBMI, AVX-512, AVX2, SSE2, plain
+/// C, whichever it has): `cjs_scan_string` uses the first, the plain C scan is the last.
+size_t cjs_scan_implementation_count(void);
+
+/// The scan by implementation `implementation` (below `cjs_scan_implementation_count()`), for
+/// tests that hold every one to the plain C scan.
+cjs_string_scan cjs_scan_string_using(size_t implementation, const uint8_t *bytes, size_t from, size_t length);
 
 /// Whether `bytes[from..<end]` is valid UTF-8 (no overlongs, surrogates or values past U+10FFFF).
 /// Returns the index of the first invalid byte, or `end` if valid.
