@@ -359,7 +359,9 @@ static const uint8_t cjs_keep_window[128] = {
         cjs_utf8_chunk(&utf8, lo);                                                                \
         cjs_utf8_chunk(&utf8, hi);                                                                \
     } while (0)
-#define CJS_AVX2_UTF8_BAD (!_mm256_testz_si256(utf8.error, utf8.error))
+// An unterminated string may also end inside a sequence (a terminated one ends in zeros).
+#define CJS_AVX2_UTF8_BAD                                                                         \
+    (!_mm256_testz_si256(utf8.error, utf8.error) || !_mm256_testz_si256(utf8.prev_incomplete, utf8.prev_incomplete))
 
 #define UTF8_ASCII_BLOCK (void)0
 static cjs_string_scan cjs_scan_scalar(const uint8_t *bytes, size_t from, size_t length) {
@@ -389,24 +391,61 @@ __attribute__((target("avx512bw,avx2"))) static cjs_string_scan cjs_scan_avx512(
     CJS_SCAN_LOOP(cjs_block_masks_avx512, CJS_AVX2_UTF8_INIT, CJS_AVX2_UTF8_BLOCK, CJS_AVX2_UTF8_BAD)
 }
 
-// The whole block in one 64-byte validation; in the closing quote's block a masked load keeps
-// only the string's own bytes (the rest read as zero).
-#define CJS_AVX512_UTF8_INIT                                                                      \
-    cjs_utf8_state512 utf8 = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()}
-#define CJS_AVX512_UTF8_BLOCK                                                                     \
-    cjs_utf8_chunk512(&utf8, _mm512_maskz_loadu_epi8(quotes ? upto : ~(uint64_t)0, block))
-#define CJS_AVX512_UTF8_BAD (_mm512_test_epi8_mask(utf8.error, utf8.error) != 0)
-#undef UTF8_ASCII_BLOCK
-#define UTF8_ASCII_BLOCK                                                                          \
-    do {                                                                                          \
-        utf8.error = _mm512_or_si512(utf8.error, utf8.prev_incomplete);                          \
-        utf8.prev_incomplete = _mm512_setzero_si512();                                           \
-        utf8.prev_input = _mm512_setzero_si512();                                                \
-    } while (0)
+// The AVX-512 VBMI scan, written out rather than from the macro: masked loads read a partial
+// last block in place, and the bytes past the closing quote are replaced with a plain letter, so
+// the block's control and non-ASCII checks accumulate as a byte minimum and maximum over the string
+// (read once at the end) and its UTF-8 is validated 64 bytes at a time only where it is not ASCII.
+// An escape's letter is checked against `" \ n t r` with one byte permute of this table, indexed
+// by the low 6 bits: each of the five sits at its own index, and nothing else equals its entry.
+static const uint8_t cjs_common_escape_table[64] = {
+    0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\\', 0, 0, 0,
+    0, 0, '"', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'n', 0, 0, 0, 'r', 0, 't', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
 __attribute__((target("avx512bw,avx512vbmi"))) static cjs_string_scan cjs_scan_avx512vbmi(const uint8_t *bytes,
                                                                                        size_t from, size_t length) {
-    CJS_SCAN_LOOP(cjs_block_masks_avx512, CJS_AVX512_UTF8_INIT, CJS_AVX512_UTF8_BLOCK, CJS_AVX512_UTF8_BAD)
+    const __m512i quote = _mm512_set1_epi8('"'), backslash = _mm512_set1_epi8('\\');
+    const __m512i letter = _mm512_set1_epi8('a');
+    const __m512i common = _mm512_loadu_si512((const void *)cjs_common_escape_table);
+    cjs_string_scan result = {length, 0};
+    uint64_t carry = 0, seen_backslash = 0, seen_rewrite = 0;
+    __m512i lowest = _mm512_set1_epi8((char)0xFF), highest = _mm512_setzero_si512();
+    cjs_utf8_state512 utf8 = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    int in_utf8 = 0;  // the last block was validated: a sequence may be open across the edge
+    for (size_t i = from; i < length; i += 64) {
+        uint64_t valid = length - i < 64 ? ((uint64_t)1 << (length - i)) - 1 : ~(uint64_t)0;
+        __m512i v = _mm512_mask_loadu_epi8(letter, valid, bytes + i);
+        uint64_t bs = _mm512_cmpeq_epi8_mask(v, backslash);
+        uint64_t escaped = cjs_escaped(bs, &carry) & valid;
+        uint64_t quotes = _mm512_cmpeq_epi8_mask(v, quote) & ~escaped;
+        uint64_t upto = quotes ? (quotes & (~quotes + 1)) - 1 : valid;
+        if (quotes) v = _mm512_mask_mov_epi8(letter, upto, v);
+        uint64_t is_common = _mm512_cmpeq_epi8_mask(_mm512_permutexvar_epi8(v, common), v);
+        seen_backslash |= bs & upto;
+        seen_rewrite |= escaped & ~is_common & upto;
+        lowest = _mm512_min_epu8(lowest, v);
+        highest = _mm512_max_epu8(highest, v);
+        if (_mm512_movepi8_mask(v)) {
+            cjs_utf8_chunk512(&utf8, v);
+            in_utf8 = 1;
+        } else if (in_utf8) {
+            // An all-ASCII block: a sequence left open at the end of the previous one is an error.
+            utf8.error = _mm512_or_si512(utf8.error, utf8.prev_incomplete);
+            utf8.prev_incomplete = _mm512_setzero_si512();
+            utf8.prev_input = _mm512_setzero_si512();
+            in_utf8 = 0;
+        }
+        if (quotes) {
+            result.end = i + (size_t)__builtin_ctzll(quotes);
+            break;
+        }
+    }
+    // An unterminated string may end inside a sequence (a terminated one ends in letters).
+    utf8.error = _mm512_or_si512(utf8.error, utf8.prev_incomplete);
+    result.flags = (seen_backslash != 0) * CJS_ESCAPES | (seen_rewrite != 0) * CJS_REWRITE
+        | (_mm512_cmplt_epu8_mask(lowest, _mm512_set1_epi8(0x20)) != 0) * CJS_CONTROL
+        | (_mm512_movepi8_mask(highest) != 0) * CJS_NONASCII
+        | (_mm512_test_epi8_mask(utf8.error, utf8.error) != 0) * CJS_BAD_UTF8;
+    return result;
 }
 #endif
 

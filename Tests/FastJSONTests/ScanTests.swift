@@ -11,7 +11,7 @@ struct ScanTests {
         [UInt8(ascii: "\\")], [UInt8(ascii: "\\"), UInt8(ascii: "\\")], [UInt8(ascii: "\"")],
         [UInt8(ascii: "\\"), UInt8(ascii: "\"")], [UInt8(ascii: "\\"), UInt8(ascii: "n")],
         [UInt8(ascii: "\\"), UInt8(ascii: "u")], [UInt8(ascii: "\\"), UInt8(ascii: "/")],
-        [UInt8(ascii: "\\"), UInt8(ascii: "x")], [UInt8(ascii: "u")], [UInt8(ascii: "n")], [0x01], [0x1F], [0x7F],
+        [UInt8(ascii: "\\"), UInt8(ascii: "x")], [UInt8(ascii: "u")], [UInt8(ascii: "n")], [0x01], [0x1F], [0x7F], [0x00], [UInt8(ascii: "b")],
         Array("é".utf8), Array("日".utf8), Array("😀".utf8), [0xC3], [0xE6, 0x97], [0xF0, 0x9F, 0x98],
         [0x80], [0xBF], [0xC0, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xFF],
     ]
@@ -24,7 +24,7 @@ struct ScanTests {
             if r < 70 {
                 out.append(UInt8(ascii: "a") + UInt8(state >> 32 % 26) % 26)
             } else {
-                let choices = invalidOK ? Self.pieces.count : 17
+                let choices = invalidOK ? Self.pieces.count : 19
                 out.append(contentsOf: Self.pieces[Int((state >> 16) % UInt64(choices))])
             }
         }
@@ -59,6 +59,21 @@ struct ScanTests {
                         fast.flags == slow.flags,
                         "implementation \(implementation): flags \(fast.flags) vs \(slow.flags), round \(round) from \(from): \(bytes)")
                     if fast.end != slow.end || fast.flags != slow.flags { return }
+                }
+            }
+        }
+    }
+
+    /// A body that ends inside a UTF-8 sequence (no closing quote), at and around block edges.
+    @Test func bodyEndingInsideASequenceIsInvalidUTF8() {
+        for length in [1, 2, 31, 32, 33, 63, 64, 65, 127, 128, 129] {
+            for cut in [[0xC3], [0xE6, 0x97], [0xF0, 0x9F, 0x98]] as [[UInt8]] where cut.count <= length {
+                let bytes = [UInt8](repeating: UInt8(ascii: "a"), count: length - cut.count) + cut
+                let slow = bytes.withUnsafeBufferPointer { cjs_scan_string_portable($0.baseAddress, 0, $0.count) }
+                #expect(slow.flags & UInt32(CJS_BAD_UTF8) != 0)
+                for implementation in Self.vectorImplementations {
+                    let fast = bytes.withUnsafeBufferPointer { cjs_scan_string_using(implementation, $0.baseAddress, 0, $0.count) }
+                    #expect(fast.end == slow.end && fast.flags == slow.flags, "implementation \(implementation), length \(length), \(cut)")
                 }
             }
         }
