@@ -105,7 +105,59 @@ typedef struct {
         CJS_C(j), CJS_C(k), CJS_C(l), CJS_C(m), CJS_C(n), CJS_C(o), CJS_C(p), CJS_C(a), CJS_C(b), CJS_C(c),    \
         CJS_C(d), CJS_C(e), CJS_C(f), CJS_C(g), CJS_C(h), CJS_C(i), CJS_C(j), CJS_C(k), CJS_C(l), CJS_C(m),     \
         CJS_C(n), CJS_C(o), CJS_C(p))
+// The three lookup tables, by the high nibble of the previous byte, its low nibble, and the high
+// nibble of the current byte; written once for both widths.
+#define CJS_BYTE_1_HIGH                                                                            \
+    CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG,     \
+        CJS_TOO_LONG, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS,                         \
+        CJS_TOO_SHORT | CJS_OVERLONG_2, CJS_TOO_SHORT, CJS_TOO_SHORT | CJS_OVERLONG_3 | CJS_SURROGATE,    \
+        CJS_TOO_SHORT | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4
+#define CJS_BYTE_1_LOW                                                                             \
+    CJS_CARRY | CJS_OVERLONG_3 | CJS_OVERLONG_2 | CJS_OVERLONG_4, CJS_CARRY | CJS_OVERLONG_2, CJS_CARRY,   \
+        CJS_CARRY, CJS_CARRY | CJS_TOO_LARGE, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,              \
+        CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,    \
+        CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,    \
+        CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,    \
+        CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,                                                   \
+        CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_SURROGATE,                                   \
+        CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000
+#define CJS_BYTE_2_HIGH                                                                            \
+    CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT,               \
+        CJS_TOO_SHORT, CJS_TOO_SHORT,                                                                    \
+        CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4, \
+        CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE,                   \
+        CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE,                    \
+        CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE, CJS_TOO_SHORT,     \
+        CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT
+#define CJS_TABLE16(...) CJS_T16(__VA_ARGS__)
 #define CJS_PREV(input, prev, n) _mm256_alignr_epi8(input, _mm256_permute2x128_si256(prev, input, 0x21), 16 - (n))
+
+// One step of the lookup method at either width. W(op) names the intrinsic (`_mm256_op` or
+// `_mm512_op`), AND/OR/XOR the bitwise ones, PREV(n) the chunk shifted by n bytes with the previous
+// chunk's last bytes in front, TABLE a 16-entry table repeated in every 128-bit lane (vpshufb
+// indexes within a lane), INCOMPLETE the bytes that leave a sequence open at the chunk's end.
+#define CJS_UTF8_LOOKUP(T, W, AND, OR, XOR, PREV, TABLE, INCOMPLETE)                                 \
+    do {                                                                                          \
+        const T lo4 = W(set1_epi8)(0x0F);                                                         \
+        T prev1 = PREV(1);                                                                        \
+        T byte_1_high = W(shuffle_epi8)(TABLE(CJS_BYTE_1_HIGH), AND(W(srli_epi16)(prev1, 4), lo4)); \
+        T byte_1_low = W(shuffle_epi8)(TABLE(CJS_BYTE_1_LOW), AND(prev1, lo4));                   \
+        T byte_2_high = W(shuffle_epi8)(TABLE(CJS_BYTE_2_HIGH), AND(W(srli_epi16)(input, 4), lo4)); \
+        T special = AND(AND(byte_1_high, byte_1_low), byte_2_high);                               \
+        T third = W(subs_epu8)(PREV(2), W(set1_epi8)((char)(0xE0 - 0x80)));                      \
+        T fourth = W(subs_epu8)(PREV(3), W(set1_epi8)((char)(0xF0 - 0x80)));                      \
+        T must23_80 = AND(OR(third, fourth), W(set1_epi8)((char)0x80));                           \
+        st->error = OR(st->error, XOR(must23_80, special));                                       \
+        st->prev_incomplete = W(subs_epu8)(input, INCOMPLETE);                                    \
+        st->prev_input = input;                                                                   \
+    } while (0)
+
+#define CJS_W256(op) _mm256_##op
+#define CJS_PREV256(n) CJS_PREV(input, st->prev_input, n)
+// Incomplete if the chunk ends inside a sequence: ... 1111____ 111_____ 11______
+#define CJS_INCOMPLETE256                                                                          \
+    _mm256_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, \
+        -1, -1, -1, -1, -1, -1, -1, (char)(0xF0 - 1), (char)(0xE0 - 1), (char)(0xC0 - 1))
 
 __attribute__((target("avx2"))) static inline void cjs_utf8_chunk(cjs_utf8_state *st, __m256i input) {
     if (_mm256_movemask_epi8(input) == 0) {
@@ -114,45 +166,8 @@ __attribute__((target("avx2"))) static inline void cjs_utf8_chunk(cjs_utf8_state
         st->prev_input = input;
         return;
     }
-    const __m256i lo4 = _mm256_set1_epi8(0x0F);
-    __m256i prev1 = CJS_PREV(input, st->prev_input, 1);
-    __m256i byte_1_high = _mm256_shuffle_epi8(
-        CJS_T16(CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG,
-            CJS_TOO_LONG, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TOO_SHORT | CJS_OVERLONG_2,
-            CJS_TOO_SHORT, CJS_TOO_SHORT | CJS_OVERLONG_3 | CJS_SURROGATE,
-            CJS_TOO_SHORT | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4),
-        _mm256_and_si256(_mm256_srli_epi16(prev1, 4), lo4));
-    __m256i byte_1_low = _mm256_shuffle_epi8(
-        CJS_T16(CJS_CARRY | CJS_OVERLONG_3 | CJS_OVERLONG_2 | CJS_OVERLONG_4, CJS_CARRY | CJS_OVERLONG_2, CJS_CARRY,
-            CJS_CARRY, CJS_CARRY | CJS_TOO_LARGE, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_SURROGATE,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000),
-        _mm256_and_si256(prev1, lo4));
-    __m256i byte_2_high = _mm256_shuffle_epi8(
-        CJS_T16(CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT,
-            CJS_TOO_SHORT, CJS_TOO_SHORT,
-            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4,
-            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE,
-            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE,
-            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE, CJS_TOO_SHORT,
-            CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT),
-        _mm256_and_si256(_mm256_srli_epi16(input, 4), lo4));
-    __m256i special = _mm256_and_si256(_mm256_and_si256(byte_1_high, byte_1_low), byte_2_high);
-    __m256i prev2 = CJS_PREV(input, st->prev_input, 2);
-    __m256i prev3 = CJS_PREV(input, st->prev_input, 3);
-    __m256i third = _mm256_subs_epu8(prev2, _mm256_set1_epi8((char)(0xE0 - 0x80)));
-    __m256i fourth = _mm256_subs_epu8(prev3, _mm256_set1_epi8((char)(0xF0 - 0x80)));
-    __m256i must23_80 = _mm256_and_si256(_mm256_or_si256(third, fourth), _mm256_set1_epi8((char)0x80));
-    st->error = _mm256_or_si256(st->error, _mm256_xor_si256(must23_80, special));
-    // Incomplete if the chunk ends inside a sequence: ... 1111____ 111_____ 11______
-    const __m256i max_value = _mm256_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, (char)(0xF0 - 1), (char)(0xE0 - 1), (char)(0xC0 - 1));
-    st->prev_incomplete = _mm256_subs_epu8(input, max_value);
-    st->prev_input = input;
+    CJS_UTF8_LOOKUP(__m256i, CJS_W256, _mm256_and_si256, _mm256_or_si256, _mm256_xor_si256, CJS_PREV256,
+        CJS_TABLE16, CJS_INCOMPLETE256);
 }
 
 // The same validation, 64 bytes at a time (AVX-512 VBMI: one byte permute brings in the previous
@@ -161,7 +176,7 @@ typedef struct {
     __m512i error, prev_input, prev_incomplete;
 } cjs_utf8_state512;
 
-#define CJS_T64(...) _mm512_broadcast_i64x4(CJS_T16(__VA_ARGS__))
+#define CJS_TABLE64(...) _mm512_broadcast_i64x4(CJS_T16(__VA_ARGS__))
 #define CJS_PREV512(input, prev, n) \
     _mm512_permutex2var_epi8(prev, _mm512_add_epi8(_mm512_set1_epi8(64 - (n)), cjs_lane_index()), input)
 
@@ -171,49 +186,17 @@ __attribute__((target("avx512bw,avx512vbmi"))) static inline __m512i cjs_lane_in
         15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
 }
 
+#define CJS_W512(op) _mm512_##op
+#define CJS_PREV512N(n) CJS_PREV512(input, st->prev_input, n)
+#define CJS_INCOMPLETE512                                                                          \
+    _mm512_set_epi8((char)(0xC0 - 1), (char)(0xE0 - 1), (char)(0xF0 - 1), -1, -1, -1, -1, -1, -1, -1, -1, -1, \
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, \
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1)
+
 __attribute__((target("avx512bw,avx512vbmi"))) static inline void cjs_utf8_chunk512(cjs_utf8_state512 *st,
                                                                                      __m512i input) {
-    const __m512i lo4 = _mm512_set1_epi8(0x0F);
-    __m512i prev1 = CJS_PREV512(input, st->prev_input, 1);
-    __m512i byte_1_high = _mm512_shuffle_epi8(
-        CJS_T64(CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG, CJS_TOO_LONG,
-            CJS_TOO_LONG, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TWO_CONTS, CJS_TOO_SHORT | CJS_OVERLONG_2,
-            CJS_TOO_SHORT, CJS_TOO_SHORT | CJS_OVERLONG_3 | CJS_SURROGATE,
-            CJS_TOO_SHORT | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4),
-        _mm512_and_si512(_mm512_srli_epi16(prev1, 4), lo4));
-    __m512i byte_1_low = _mm512_shuffle_epi8(
-        CJS_T64(CJS_CARRY | CJS_OVERLONG_3 | CJS_OVERLONG_2 | CJS_OVERLONG_4, CJS_CARRY | CJS_OVERLONG_2, CJS_CARRY,
-            CJS_CARRY, CJS_CARRY | CJS_TOO_LARGE, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000 | CJS_SURROGATE,
-            CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000, CJS_CARRY | CJS_TOO_LARGE | CJS_TOO_LARGE_1000),
-        _mm512_and_si512(prev1, lo4));
-    __m512i byte_2_high = _mm512_shuffle_epi8(
-        CJS_T64(CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT,
-            CJS_TOO_SHORT, CJS_TOO_SHORT,
-            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE_1000 | CJS_OVERLONG_4,
-            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_OVERLONG_3 | CJS_TOO_LARGE,
-            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE,
-            CJS_TOO_LONG | CJS_OVERLONG_2 | CJS_TWO_CONTS | CJS_SURROGATE | CJS_TOO_LARGE, CJS_TOO_SHORT,
-            CJS_TOO_SHORT, CJS_TOO_SHORT, CJS_TOO_SHORT),
-        _mm512_and_si512(_mm512_srli_epi16(input, 4), lo4));
-    __m512i special = _mm512_and_si512(_mm512_and_si512(byte_1_high, byte_1_low), byte_2_high);
-    __m512i prev2 = CJS_PREV512(input, st->prev_input, 2);
-    __m512i prev3 = CJS_PREV512(input, st->prev_input, 3);
-    __m512i third = _mm512_subs_epu8(prev2, _mm512_set1_epi8((char)(0xE0 - 0x80)));
-    __m512i fourth = _mm512_subs_epu8(prev3, _mm512_set1_epi8((char)(0xF0 - 0x80)));
-    __m512i must23_80 = _mm512_and_si512(_mm512_or_si512(third, fourth), _mm512_set1_epi8((char)0x80));
-    st->error = _mm512_or_si512(st->error, _mm512_xor_si512(must23_80, special));
-    // Incomplete if the chunk ends inside a sequence: ... 1111____ 111_____ 11______
-    const __m512i max_value = _mm512_set_epi8((char)(0xC0 - 1), (char)(0xE0 - 1), (char)(0xF0 - 1), -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1);
-    st->prev_incomplete = _mm512_subs_epu8(input, max_value);
-    st->prev_input = input;
+    CJS_UTF8_LOOKUP(__m512i, CJS_W512, _mm512_and_si512, _mm512_or_si512, _mm512_xor_si512, CJS_PREV512N,
+        CJS_TABLE64, CJS_INCOMPLETE512);
 }
 #endif
 
@@ -339,12 +322,14 @@ static inline size_t cjs_utf8_sequence(const uint8_t *bytes, size_t i, size_t en
 
 // Vector validation of whole 64-byte blocks; in the block that holds the closing quote, the bytes
 // from the quote on are zeroed first (ANDed with a window of `cjs_keep_window` that starts q bytes
-// before its zeros), so only the string's own bytes are judged.
+// before its zeros: 64 bytes of 0xFF, then 64 zeros), so only the string's own bytes are judged.
+#if CJS_X86
 static const uint8_t cjs_keep_window[128] = {
     255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
     255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
     255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
     255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255};
+#endif
 #define CJS_AVX2_UTF8_INIT                                                                        \
     cjs_utf8_state utf8 = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()}
 #define CJS_AVX2_UTF8_BLOCK                                                                       \
