@@ -509,3 +509,215 @@ size_t cjs_validate_utf8(const uint8_t *bytes, size_t from, size_t end) {
     }
     return end;
 }
+
+// Index of the next backslash, quote or control byte in bytes[i..<end], or end.
+static inline size_t cjs_next_special(const uint8_t *bytes, size_t i, size_t end) {
+#if CJS_X86
+    const __m128i backslash = _mm_set1_epi8('\\'), quote = _mm_set1_epi8('"'), x1f = _mm_set1_epi8(0x1F);
+    for (; i + 16 <= end; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(bytes + i));
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, backslash), _mm_cmpeq_epi8(v, quote)),
+            _mm_cmpeq_epi8(_mm_max_epu8(v, x1f), x1f));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask) return i + (size_t)__builtin_ctz(mask);
+    }
+#endif
+    for (; i < end; i++) {
+        uint8_t b = bytes[i];
+        if (b == '\\' || b == '"' || b < 0x20) return i;
+    }
+    return end;
+}
+
+// Whether `\` + `e` is a short escape the canonical form keeps.
+static inline int cjs_short_escape_letter(uint8_t e) {
+    return e == '"' || e == '\\' || e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't';
+}
+
+// For the canonical form, which keeps the short escapes `\" \\ \b \f \n \r \t` as they are: the
+// index of the next control byte, or backslash followed by anything else (`\u`, `\/`, an invalid
+// escape), in bytes[i..<end], or end. Such a backslash may be the second half of a `\\`: the
+// caller checks the run of backslashes before it.
+#if CJS_X86
+// The same search, 64 bytes at a time.
+__attribute__((target("avx512bw"))) static size_t cjs_next_rewrite_avx512(const uint8_t *bytes, size_t i,
+                                                                            size_t end) {
+    const __m512i backslash = _mm512_set1_epi8('\\'), x1f = _mm512_set1_epi8(0x1F);
+    for (; i + 65 <= end; i += 64) {
+        __m512i v = _mm512_loadu_si512((const void *)(bytes + i));
+        __m512i w = _mm512_loadu_si512((const void *)(bytes + i + 1));
+        __mmask64 kept = _mm512_cmpeq_epi8_mask(w, _mm512_set1_epi8('"')) | _mm512_cmpeq_epi8_mask(w, backslash)
+            | _mm512_cmpeq_epi8_mask(w, _mm512_set1_epi8('b')) | _mm512_cmpeq_epi8_mask(w, _mm512_set1_epi8('f'))
+            | _mm512_cmpeq_epi8_mask(w, _mm512_set1_epi8('n')) | _mm512_cmpeq_epi8_mask(w, _mm512_set1_epi8('r'))
+            | _mm512_cmpeq_epi8_mask(w, _mm512_set1_epi8('t'));
+        uint64_t hit = (_mm512_cmpeq_epi8_mask(v, backslash) & ~kept) | _mm512_cmple_epu8_mask(v, x1f);
+        if (hit) return i + (size_t)__builtin_ctzll(hit);
+    }
+    return i;
+}
+
+static int cjs_has_avx512 = -1;
+#endif
+
+static inline size_t cjs_next_rewrite(const uint8_t *bytes, size_t i, size_t end) {
+#if CJS_X86
+    if (cjs_has_avx512 < 0) cjs_has_avx512 = __builtin_cpu_supports("avx512bw") != 0;
+    if (cjs_has_avx512) i = cjs_next_rewrite_avx512(bytes, i, end);
+    const __m128i backslash = _mm_set1_epi8('\\'), x1f = _mm_set1_epi8(0x1F);
+    for (; i + 17 <= end; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(bytes + i));
+        __m128i w = _mm_loadu_si128((const __m128i *)(bytes + i + 1));
+        __m128i kept = _mm_or_si128(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('"')), _mm_cmpeq_epi8(w, backslash)),
+                _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('b')), _mm_cmpeq_epi8(w, _mm_set1_epi8('f')))),
+            _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('n')),
+                _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('r')), _mm_cmpeq_epi8(w, _mm_set1_epi8('t')))));
+        __m128i escape = _mm_andnot_si128(kept, _mm_cmpeq_epi8(v, backslash));
+        __m128i hit = _mm_or_si128(escape, _mm_cmpeq_epi8(_mm_max_epu8(v, x1f), x1f));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask) return i + (size_t)__builtin_ctz(mask);
+    }
+#endif
+    for (; i < end; i++) {
+        uint8_t b = bytes[i];
+        if (b < 0x20 || (b == '\\' && (i + 1 >= end || !cjs_short_escape_letter(bytes[i + 1])))) return i;
+    }
+    return end;
+}
+
+// Four hex digits at bytes[i..<i+4] (the caller checked they exist); -1 and the bad index if not hex.
+static inline int32_t cjs_hex4(const uint8_t *bytes, size_t i, size_t *bad) {
+    int32_t v = 0;
+    for (size_t k = 0; k < 4; k++) {
+        uint8_t c = bytes[i + k];
+        int32_t d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else {
+            *bad = i + k;
+            return -1;
+        }
+        v = v << 4 | d;
+    }
+    return v;
+}
+
+static inline size_t cjs_put_utf8(uint8_t *out, uint32_t scalar) {
+    if (scalar < 0x80) {
+        out[0] = (uint8_t)scalar;
+        return 1;
+    }
+    if (scalar < 0x800) {
+        out[0] = (uint8_t)(0xC0 | (scalar >> 6)), out[1] = (uint8_t)(0x80 | (scalar & 0x3F));
+        return 2;
+    }
+    if (scalar < 0x10000) {
+        out[0] = (uint8_t)(0xE0 | (scalar >> 12)), out[1] = (uint8_t)(0x80 | ((scalar >> 6) & 0x3F));
+        out[2] = (uint8_t)(0x80 | (scalar & 0x3F));
+        return 3;
+    }
+    out[0] = (uint8_t)(0xF0 | (scalar >> 18)), out[1] = (uint8_t)(0x80 | ((scalar >> 12) & 0x3F));
+    out[2] = (uint8_t)(0x80 | ((scalar >> 6) & 0x3F)), out[3] = (uint8_t)(0x80 | (scalar & 0x3F));
+    return 4;
+}
+
+// The single-letter escape of a byte, or 0.
+static inline uint8_t cjs_short_escape(uint32_t c) {
+    switch (c) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case 0x08: return 'b';
+    case 0x0C: return 'f';
+    case 0x0A: return 'n';
+    case 0x0D: return 'r';
+    case 0x09: return 't';
+    default: return 0;
+    }
+}
+
+cjs_canonical_result cjs_canonicalize(const uint8_t *bytes, size_t from, size_t end, uint8_t *out, int decode) {
+    static const char hex[] = "0123456789abcdef";
+    cjs_canonical_result r = {0, CJS_CANONICAL_OK, 0, 0};
+    size_t n = 0, run = from, i = from;
+#define CJS_FLUSH(upto)                                                                           \
+    do {                                                                                          \
+        memcpy(out + n, bytes + run, (upto) - run);                                               \
+        n += (upto) - run;                                                                        \
+    } while (0)
+#define CJS_FAIL(kind, index, b)                                                                  \
+    do {                                                                                          \
+        r.error = (kind), r.at = (index), r.byte = (b);                                           \
+        goto done;                                                                                \
+    } while (0)
+    for (;;) {
+        i = decode ? cjs_next_special(bytes, i, end) : cjs_next_rewrite(bytes, i, end);
+        if (i >= end || bytes[i] == '"') break;
+        uint8_t b = bytes[i];
+        if (b < 0x20) CJS_FAIL(CJS_CANONICAL_CONTROL, i, b);
+        if (!decode) {
+            // The second half of an escaped backslash (an odd run before it) is an ordinary byte.
+            size_t k = i;
+            while (k > from && bytes[k - 1] == '\\') k--;
+            if ((i - k) & 1) {
+                i++;
+                continue;
+            }
+        }
+        // A backslash.
+        if (i + 1 >= end) CJS_FAIL(CJS_CANONICAL_ESCAPE_AT_END, i, b);
+        uint8_t e = bytes[i + 1];
+        switch (e) {
+        case '"': case '\\': case 'b': case 'f': case 'n': case 'r': case 't':
+            if (decode) {
+                CJS_FLUSH(i);
+                out[n++] = e == '"' || e == '\\' ? e : e == 'b' ? 0x08 : e == 'f' ? 0x0C : e == 'n' ? 0x0A : e == 'r' ? 0x0D : 0x09;
+                run = i + 2;
+            }
+            i += 2;
+            continue;
+        case '/':
+            CJS_FLUSH(i);
+            out[n++] = '/';
+            i += 2;
+            run = i;
+            continue;
+        case 'u':
+            break;
+        default:
+            CJS_FAIL(CJS_CANONICAL_BAD_ESCAPE, i, e);
+        }
+        size_t at = i, bad = 0, next = i + 6;
+        if (i + 6 > end) CJS_FAIL(CJS_CANONICAL_TRUNCATED_U, at, e);
+        int32_t scalar = cjs_hex4(bytes, i + 2, &bad);
+        if (scalar < 0) CJS_FAIL(CJS_CANONICAL_BAD_HEX, bad, bytes[bad]);
+        if (scalar >= 0xD800 && scalar <= 0xDBFF) {
+            if (!(next + 6 <= end && bytes[next] == '\\' && bytes[next + 1] == 'u')) CJS_FAIL(CJS_CANONICAL_LONE_HIGH, at, e);
+            int32_t low = cjs_hex4(bytes, next + 2, &bad);
+            if (low < 0) CJS_FAIL(CJS_CANONICAL_BAD_HEX, bad, bytes[bad]);
+            if (!(low >= 0xDC00 && low <= 0xDFFF)) CJS_FAIL(CJS_CANONICAL_HIGH_WITHOUT_LOW, at, e);
+            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00);
+            next += 6;
+        } else if (scalar >= 0xDC00 && scalar <= 0xDFFF) {
+            CJS_FAIL(CJS_CANONICAL_LONE_LOW, at, e);
+        }
+        CJS_FLUSH(i);
+        uint8_t letter = decode ? 0 : cjs_short_escape((uint32_t)scalar);
+        if (letter) {
+            out[n++] = '\\', out[n++] = letter;
+        } else if (!decode && scalar < 0x20) {
+            out[n++] = '\\', out[n++] = 'u', out[n++] = '0', out[n++] = '0';
+            out[n++] = (uint8_t)hex[scalar >> 4], out[n++] = (uint8_t)hex[scalar & 0xF];
+        } else {
+            n += cjs_put_utf8(out + n, (uint32_t)scalar);
+        }
+        i = next;
+        run = i;
+    }
+    CJS_FLUSH(i < end ? i : end);
+done:
+#undef CJS_FLUSH
+#undef CJS_FAIL
+    r.written = n;
+    return r;
+}

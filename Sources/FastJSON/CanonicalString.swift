@@ -19,130 +19,52 @@ public enum CanonicalString {
         to out: inout [UInt8],
         decodeEscapes: Bool = false
     ) throws(JSONError) {
+        let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        // The scan validated the raw UTF-8; where it is invalid, that is the error (unless a
+        // control byte or a bad escape comes first: see below).
+        let badUTF8 = span.flags & UInt32(CJS_BAD_UTF8) != 0 ? cjs_validate_utf8(base, span.start, span.end) : nil
         let needsWalk = span.flags & UInt32(CJS_CONTROL) != 0 || span.flags & UInt32(CJS_REWRITE) != 0
             || (decodeEscapes && span.hasEscapes)
         if !needsWalk {
-            // Already canonical (the common case): validate any UTF-8, then copy as one run.
-            if span.flags & UInt32(CJS_BAD_UTF8) != 0 {
-                let bad = cjs_validate_utf8(buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), span.start, span.end)
-                throw JSONError("invalid UTF-8 in string", at: bad)
-            }
+            // Already canonical (the common case): copied as one run.
+            if let badUTF8 { throw JSONError("invalid UTF-8 in string", at: badUTF8) }
             out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[span.start..<span.end]))
             return
         }
-        _ = try Self.scan(buffer, from: span.start, limit: span.end, to: &out, decodeEscapes: decodeEscapes)
-    }
-
-    /// Canonicalizes string-body bytes from `start` until an unescaped `"` or `limit`, appending to
-    /// `out`; returns the index where it stopped. One pass: finding the end and copying are the same walk.
-    @inline(__always)
-    static func scan(
-        _ buffer: UnsafeRawBufferPointer,
-        from start: Int,
-        limit end: Int,
-        to out: inout [UInt8],
-        decodeEscapes: Bool
-    ) throws(JSONError) -> Int {
-        let base = buffer.baseAddress!
-        var runStart = start
-        var i = start
-
-        @inline(__always)
-        func flush(_ upTo: Int, _ out: inout [UInt8]) {
-            if upTo > runStart {
-                out.append(contentsOf: UnsafeRawBufferPointer(start: base + runStart, count: upTo - runStart))
-            }
+        // Rewritten in C into room at the end of `out` (never longer than the JSON), then trimmed.
+        // The room is made by appending the raw bytes (a memcpy), which the rewrite overwrites.
+        let start = out.count
+        let room = span.end - span.start
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[span.start..<span.end]))
+        let result = out.withUnsafeMutableBufferPointer { o in
+            cjs_canonicalize(base, span.start, span.end, o.baseAddress! + start, decodeEscapes ? 1 : 0)
         }
-
-        while i < end {
-            i = ByteScan.special(base, from: i, end: end, allEscapes: decodeEscapes)
-            if i >= end { break }
-            let b = buffer[i]
-            if b == UInt8(ascii: "\"") {
-                // The end, unless an odd run of backslashes escapes it.
-                var k = i
-                while k > start, buffer[k - 1] == UInt8(ascii: "\\") { k -= 1 }
-                if (i - k) & 1 == 0 { break }
-                i += 1
-                continue
-            }
-            if b >= 0x80 {
-                i = try Self.validateUTF8Sequence(buffer, at: i, end: end)
-                continue
-            }
-            if b < 0x20 {
-                throw JSONError("control character U+00\(hexByte(b)) in string must be escaped", at: i)
-            }
-            if b != UInt8(ascii: "\\") {
-                i += 1  // an ordinary byte in the last 16, walked one at a time
-                continue
-            }
-            // A backslash: the second half of an escaped backslash is an ordinary byte.
-            if Self.isEscaped(buffer, i, start) {
-                i += 1
-                continue
-            }
-            guard i + 1 < end else { throw JSONError("invalid escape at end of string", at: i) }
-            let e = buffer[i + 1]
-            switch e {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "b"), UInt8(ascii: "f"),
-                UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
-                if decodeEscapes {
-                    flush(i, &out)
-                    out.append(Self.unescapedByte(e))
-                    runStart = i + 2
-                }
-                i += 2
-            case UInt8(ascii: "/"):
-                flush(i, &out)
-                out.append(UInt8(ascii: "/"))
-                i += 2
-                runStart = i
-            case UInt8(ascii: "u"):
-                let at = i
-                var scalar = try Self.hex4(buffer, at: i + 2, end: end)
-                var next = i + 6
-                if (0xD800...0xDBFF).contains(scalar) {
-                    guard next + 6 <= end, buffer[next] == UInt8(ascii: "\\"), buffer[next + 1] == UInt8(ascii: "u")
-                    else { throw JSONError("lone high surrogate in \\u escape", at: at) }
-                    let low = try Self.hex4(buffer, at: next + 2, end: end)
-                    guard (0xDC00...0xDFFF).contains(low) else {
-                        throw JSONError("high surrogate not followed by a low surrogate", at: at)
-                    }
-                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                    next += 6
-                } else if (0xDC00...0xDFFF).contains(scalar) {
-                    throw JSONError("lone low surrogate in \\u escape", at: at)
-                }
-                flush(i, &out)
-                if decodeEscapes {
-                    Self.appendUTF8(scalar, to: &out)
-                } else {
-                    Self.appendCanonical(scalar, to: &out)
-                }
-                i = next
-                runStart = i
-            default:
-                throw JSONError("invalid escape '\\\(JSONReader.printable(e))'", at: i)
-            }
+        out.removeLast(room - result.written)
+        if let badUTF8, Int(result.error) == CJS_CANONICAL_OK || badUTF8 < result.at {
+            throw JSONError("invalid UTF-8 in string", at: badUTF8)
         }
-        let stop = min(i, end)
-        flush(stop, &out)
-        return stop
+        if Int(result.error) != CJS_CANONICAL_OK { throw Self.error(result) }
     }
 
-    /// Whether the backslash at `i` is itself escaped (an odd run of backslashes before it).
-    @inline(__always)
-    static func isEscaped(_ buffer: UnsafeRawBufferPointer, _ i: Int, _ start: Int) -> Bool {
-        var k = i
-        while k > start, buffer[k - 1] == UInt8(ascii: "\\") { k -= 1 }
-        return (i - k) & 1 == 1
+    /// The error `cjs_canonicalize` stopped at.
+    static func error(_ r: cjs_canonical_result) -> JSONError {
+        let at = r.at
+        switch Int(r.error) {
+        case CJS_CANONICAL_CONTROL: return JSONError("control character U+00\(hexByte(r.byte)) in string must be escaped", at: at)
+        case CJS_CANONICAL_ESCAPE_AT_END: return JSONError("invalid escape at end of string", at: at)
+        case CJS_CANONICAL_BAD_ESCAPE: return JSONError("invalid escape '\\\(JSONReader.printable(r.byte))'", at: at)
+        case CJS_CANONICAL_TRUNCATED_U: return JSONError("truncated \\u escape", at: at)
+        case CJS_CANONICAL_BAD_HEX: return JSONError("invalid hex digit in \\u escape", at: at)
+        case CJS_CANONICAL_LONE_HIGH: return JSONError("lone high surrogate in \\u escape", at: at)
+        case CJS_CANONICAL_HIGH_WITHOUT_LOW: return JSONError("high surrogate not followed by a low surrogate", at: at)
+        default: return JSONError("lone low surrogate in \\u escape", at: at)
+        }
     }
 
-    /// Appends the canonical (minimally escaped) form of one scalar.
-    @inline(__always)
-    static func appendCanonical(_ scalar: UInt32, to out: inout [UInt8]) {
-        switch scalar {
+    /// Appends the canonical escape of a byte a JSON string cannot hold raw: a quote, a backslash
+    /// or a control byte (`cjs_canonicalize` writes the same escapes).
+    static func appendEscaped(_ byte: UInt8, to out: inout [UInt8]) {
+        switch byte {
         case 0x22: out.append(contentsOf: [0x5C, 0x22])
         case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
         case 0x08: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
@@ -150,85 +72,10 @@ public enum CanonicalString {
         case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
         case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
         case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-        case 0..<0x20:
-            out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30])
-            out.append(contentsOf: Array(hexByte(UInt8(scalar)).utf8))
-        default: Self.appendUTF8(scalar, to: &out)
-        }
-    }
-
-    @inline(__always)
-    static func appendUTF8(_ scalar: UInt32, to out: inout [UInt8]) {
-        switch scalar {
-        case 0..<0x80:
-            out.append(UInt8(scalar))
-        case 0x80..<0x800:
-            out.append(UInt8(0xC0 | (scalar >> 6)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
-        case 0x800..<0x10000:
-            out.append(UInt8(0xE0 | (scalar >> 12)))
-            out.append(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
         default:
-            out.append(UInt8(0xF0 | (scalar >> 18)))
-            out.append(UInt8(0x80 | ((scalar >> 12) & 0x3F)))
-            out.append(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
+            out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30])
+            out.append(contentsOf: Array(hexByte(byte).utf8))
         }
-    }
-
-    static func unescapedByte(_ e: UInt8) -> UInt8 {
-        switch e {
-        case UInt8(ascii: "b"): 0x08
-        case UInt8(ascii: "f"): 0x0C
-        case UInt8(ascii: "n"): 0x0A
-        case UInt8(ascii: "r"): 0x0D
-        case UInt8(ascii: "t"): 0x09
-        default: e
-        }
-    }
-
-    static func hex4(_ buffer: UnsafeRawBufferPointer, at i: Int, end: Int) throws(JSONError) -> UInt32 {
-        guard i + 4 <= end else { throw JSONError("truncated \\u escape", at: i - 2) }
-        var v: UInt32 = 0
-        for k in 0..<4 {
-            let c = buffer[i + k]
-            let d: UInt32
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = UInt32(c - UInt8(ascii: "0"))
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = UInt32(c - UInt8(ascii: "a") + 10)
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = UInt32(c - UInt8(ascii: "A") + 10)
-            default: throw JSONError("invalid hex digit in \\u escape", at: i + k)
-            }
-            v = v << 4 | d
-        }
-        return v
-    }
-
-    /// Validates the UTF-8 sequence that starts at `i` and returns the index after it.
-    @inline(__always)
-    static func validateUTF8Sequence(_ buffer: UnsafeRawBufferPointer, at i: Int, end: Int) throws(JSONError) -> Int {
-        let lead = buffer[i]
-        let count: Int
-        var low: UInt8 = 0x80
-        var high: UInt8 = 0xBF
-        switch lead {
-        case 0xC2...0xDF: count = 2
-        case 0xE0: count = 3; low = 0xA0
-        case 0xE1...0xEC, 0xEE...0xEF: count = 3
-        case 0xED: count = 3; high = 0x9F
-        case 0xF0: count = 4; low = 0x90
-        case 0xF1...0xF3: count = 4
-        case 0xF4: count = 4; high = 0x8F
-        default: throw JSONError("invalid UTF-8 byte 0x\(hexByte(lead))", at: i)
-        }
-        guard i + count <= end else { throw JSONError("truncated UTF-8 sequence", at: i) }
-        let second = buffer[i + 1]
-        guard second >= low, second <= high else { throw JSONError("invalid UTF-8 sequence", at: i) }
-        for k in 2..<count where buffer[i + k] & 0xC0 != 0x80 {
-            throw JSONError("invalid UTF-8 sequence", at: i)
-        }
-        return i + count
     }
 }
 

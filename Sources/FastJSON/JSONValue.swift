@@ -207,7 +207,7 @@ public enum JSONWriter {
             var runStart = 0
             for (i, b) in utf8.enumerated() where b < 0x20 || b == 0x22 || b == 0x5C {
                 out.append(contentsOf: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[runStart..<i]))
-                CanonicalString.appendCanonical(UInt32(b), to: &out)
+                CanonicalString.appendEscaped(b, to: &out)
                 runStart = i + 1
             }
             out.append(contentsOf: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[runStart...]))

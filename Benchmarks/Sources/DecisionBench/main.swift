@@ -5,12 +5,13 @@ import XXHash
 
 import BenchTiming
 
-/// English-like text with newlines, quotes and the odd non-ASCII word, as real prompts have.
+/// English-like text with newlines, quotes and the odd non-ASCII word, as real prompts have: the
+/// word as raw UTF-8 (`café`, as the `openai` client sends it), as plain ASCII (`--ascii`), or as a
+/// JSON escape (`caf\u00e9`, `--escaped`: Python's `json.dumps` default, `requests`, curl scripts).
 func text(_ bytes: Int, seed: UInt64) -> String {
-    let words = asciiOnly ? ["the", "customer", "asked", "about", "an", "order", "which", "was", "delayed", "by",
-                             "three", "days", "and", "wanted", "\\\"a refund\\\"", "cafe", "policy", "section", "4.2", "states", "that"]
-        : ["the", "customer", "asked", "about", "an", "order", "which", "was", "delayed", "by", "three",
-                 "days", "and", "wanted", "\\\"a refund\\\"", "café", "policy", "section", "4.2", "states", "that"]
+    let odd = asciiOnly ? "cafe" : escapedNonASCII ? "caf\\u00e9" : "café"
+    let words = ["the", "customer", "asked", "about", "an", "order", "which", "was", "delayed", "by", "three",
+                 "days", "and", "wanted", "\\\"a refund\\\"", odd, "policy", "section", "4.2", "states", "that"]
     var s = ""
     var x = seed
     while s.utf8.count < bytes {
@@ -46,6 +47,8 @@ func us(_ seconds: Double) -> String {
 }
 
 let asciiOnly = CommandLine.arguments.contains("--ascii")
+let escapedNonASCII = CommandLine.arguments.contains("--escaped")
+let flags: Set = ["--ascii", "--escaped"]
 let replicas = (1...8).map { ReplicaSpec(name: "r\($0)", url: "http://127.0.0.1:\(8000 + $0)") }
 let fleet = FleetSnapshot(replicas: replicas)
 var router = Router()
@@ -54,7 +57,8 @@ var sink: UInt64 = 0
 
 print("Decision cost per request (release build, best of 5 runs), against raw XXH3 over the same bytes")
 print("size      xxh3 floor   keys only    keys+place   ratio(keys+place/floor)  goal")
-let sizes = CommandLine.arguments.filter({ $0 != "--ascii" }).count > 1 ? CommandLine.arguments.dropFirst().filter { $0 != "--ascii" }.compactMap { Int($0) }.map { $0 << 10 }
+let sizes = CommandLine.arguments.filter({ !flags.contains($0) }).count > 1
+    ? CommandLine.arguments.dropFirst().filter { !flags.contains($0) }.compactMap { Int($0) }.map { $0 << 10 }
     : [4 << 10, 64 << 10, 512 << 10]
 for size in sizes {
     let body = chatBody(size)
