@@ -458,7 +458,7 @@ cjs_string_scan cjs_scan_string(const uint8_t *bytes, size_t from, size_t length
     // Most strings of a request are short and plain (keys, roles, model names): when the closing
     // quote is among the next 16 bytes and only printable ASCII other than a backslash comes
     // before it, that is the whole answer. The block loops would first set up their constants.
-    if (length - from >= 16) {
+    if (from < length && length - from >= 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(bytes + from));
         unsigned quote = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')));
         // A backslash, a control byte (<= 0x1F) or a byte >= 0x80 (the sign bit).
