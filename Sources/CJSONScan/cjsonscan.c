@@ -585,25 +585,26 @@ static inline size_t cjs_next_rewrite(const uint8_t *bytes, size_t i, size_t end
     return end;
 }
 
+// A hex digit's value + 1; 0 for any other byte.
+static const uint8_t cjs_hex_digit[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16};
+
 // Four hex digits at bytes[i..<i+4] (the caller checked they exist); -1 and the bad index if not hex.
 static inline int32_t cjs_hex4(const uint8_t *bytes, size_t i, size_t *bad) {
-    int32_t v = 0;
-    for (size_t k = 0; k < 4; k++) {
-        uint8_t c = bytes[i + k];
-        int32_t d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-        else {
-            *bad = i + k;
-            return -1;
-        }
-        v = v << 4 | d;
+    int32_t d0 = cjs_hex_digit[bytes[i]] - 1, d1 = cjs_hex_digit[bytes[i + 1]] - 1;
+    int32_t d2 = cjs_hex_digit[bytes[i + 2]] - 1, d3 = cjs_hex_digit[bytes[i + 3]] - 1;
+    if ((d0 | d1 | d2 | d3) < 0) {
+        size_t k = 0;
+        while (cjs_hex_digit[bytes[i + k]]) k++;
+        *bad = i + k;
+        return -1;
     }
-    return v;
+    return d0 << 12 | d1 << 8 | d2 << 4 | d3;
 }
 
-static inline size_t cjs_put_utf8(uint8_t *out, uint32_t scalar) {
+__attribute__((always_inline)) static inline size_t cjs_put_utf8(uint8_t *out, uint32_t scalar) {
     if (scalar < 0x80) {
         out[0] = (uint8_t)scalar;
         return 1;
@@ -687,31 +688,37 @@ cjs_canonical_result cjs_canonicalize(const uint8_t *bytes, size_t from, size_t 
         default:
             CJS_FAIL(CJS_CANONICAL_BAD_ESCAPE, i, e);
         }
-        size_t at = i, bad = 0, next = i + 6;
-        if (i + 6 > end) CJS_FAIL(CJS_CANONICAL_TRUNCATED_U, at, e);
-        int32_t scalar = cjs_hex4(bytes, i + 2, &bad);
-        if (scalar < 0) CJS_FAIL(CJS_CANONICAL_BAD_HEX, bad, bytes[bad]);
-        if (scalar >= 0xD800 && scalar <= 0xDBFF) {
-            if (!(next + 6 <= end && bytes[next] == '\\' && bytes[next + 1] == 'u')) CJS_FAIL(CJS_CANONICAL_LONE_HIGH, at, e);
-            int32_t low = cjs_hex4(bytes, next + 2, &bad);
-            if (low < 0) CJS_FAIL(CJS_CANONICAL_BAD_HEX, bad, bytes[bad]);
-            if (!(low >= 0xDC00 && low <= 0xDFFF)) CJS_FAIL(CJS_CANONICAL_HIGH_WITHOUT_LOW, at, e);
-            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00);
-            next += 6;
-        } else if (scalar >= 0xDC00 && scalar <= 0xDFFF) {
-            CJS_FAIL(CJS_CANONICAL_LONE_LOW, at, e);
-        }
+        // A run of `\u` escapes (text in a non-Latin script, sent with every character escaped),
+        // decoded one after the other without going back to the search.
         CJS_FLUSH(i);
-        uint8_t letter = decode ? 0 : cjs_short_escape((uint32_t)scalar);
-        if (letter) {
-            out[n++] = '\\', out[n++] = letter;
-        } else if (!decode && scalar < 0x20) {
-            out[n++] = '\\', out[n++] = 'u', out[n++] = '0', out[n++] = '0';
-            out[n++] = (uint8_t)hex[scalar >> 4], out[n++] = (uint8_t)hex[scalar & 0xF];
-        } else {
-            n += cjs_put_utf8(out + n, (uint32_t)scalar);
+        for (;;) {
+            size_t at = i, bad = 0, next = i + 6;
+            if (i + 6 > end) CJS_FAIL(CJS_CANONICAL_TRUNCATED_U, at, 'u');
+            int32_t scalar = cjs_hex4(bytes, i + 2, &bad);
+            if (scalar < 0) CJS_FAIL(CJS_CANONICAL_BAD_HEX, bad, bytes[bad]);
+            if (scalar >= 0xD800 && scalar <= 0xDBFF) {
+                if (!(next + 6 <= end && bytes[next] == '\\' && bytes[next + 1] == 'u')) CJS_FAIL(CJS_CANONICAL_LONE_HIGH, at, 'u');
+                int32_t low = cjs_hex4(bytes, next + 2, &bad);
+                if (low < 0) CJS_FAIL(CJS_CANONICAL_BAD_HEX, bad, bytes[bad]);
+                if (!(low >= 0xDC00 && low <= 0xDFFF)) CJS_FAIL(CJS_CANONICAL_HIGH_WITHOUT_LOW, at, 'u');
+                scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00);
+                next += 6;
+            } else if (scalar >= 0xDC00 && scalar <= 0xDFFF) {
+                CJS_FAIL(CJS_CANONICAL_LONE_LOW, at, 'u');
+            }
+            uint8_t letter = decode ? 0 : cjs_short_escape((uint32_t)scalar);
+            if (letter) {
+                out[n++] = '\\', out[n++] = letter;
+            } else if (!decode && scalar < 0x20) {
+                out[n++] = '\\', out[n++] = 'u', out[n++] = '0', out[n++] = '0';
+                out[n++] = (uint8_t)hex[scalar >> 4], out[n++] = (uint8_t)hex[scalar & 0xF];
+            } else {
+                n += cjs_put_utf8(out + n, (uint32_t)scalar);
+            }
+            i = next;
+            // Right after an escape, a backslash is never escaped itself.
+            if (!(i + 1 < end && bytes[i] == '\\' && bytes[i + 1] == 'u')) break;
         }
-        i = next;
         run = i;
     }
     CJS_FLUSH(i < end ? i : end);

@@ -5,21 +5,39 @@ import XXHash
 
 import BenchTiming
 
-/// English-like text with newlines, quotes and the odd non-ASCII word, as real prompts have: the
-/// word as raw UTF-8 (`café`, as the `openai` client sends it), as plain ASCII (`--ascii`), or as a
-/// JSON escape (`caf\u00e9`, `--escaped`: Python's `json.dumps` default, `requests`, curl scripts).
+/// English-like text with newlines, quotes and the odd non-ASCII word, as real prompts have (or,
+/// with `--cjk`, Japanese and Chinese words). Non-ASCII as raw UTF-8 (as the `openai` client sends
+/// it), as JSON escapes (`--escaped`: `caf\u00e9`, as Python's `json.dumps` and `requests` send it
+/// by default), or, with `--ascii`, prose without any.
 func text(_ bytes: Int, seed: UInt64) -> String {
-    let odd = asciiOnly ? "cafe" : escapedNonASCII ? "caf\\u00e9" : "café"
-    let words = ["the", "customer", "asked", "about", "an", "order", "which", "was", "delayed", "by", "three",
-                 "days", "and", "wanted", "\\\"a refund\\\"", odd, "policy", "section", "4.2", "states", "that"]
+    let words = cjk
+        ? ["日本語", "の", "テキスト", "です", "。", "中文", "句子", "模型", "\\\"引用\\\"", "、"]
+        : ["the", "customer", "asked", "about", "an", "order", "which", "was", "delayed", "by", "three", "days", "and",
+           "wanted", "\\\"a refund\\\"", asciiOnly ? "cafe" : "café", "policy", "section", "4.2", "states", "that"]
     var s = ""
     var x = seed
     while s.utf8.count < bytes {
         x = SplitMix64.mix(x)
-        s += words[Int(x % UInt64(words.count))]
-        s += (x >> 8) % 13 == 0 ? "\\n" : " "
+        var word = words[Int(x % UInt64(words.count))]
+        if escapedNonASCII { word = escapingNonASCII(word) }
+        s += word
+        s += (x >> 8) % 13 == 0 ? "\\n" : cjk ? "" : " "
     }
     return s
+}
+
+/// `s` with every non-ASCII character as a JSON `\uXXXX` escape (a surrogate pair above U+FFFF).
+func escapingNonASCII(_ s: String) -> String {
+    var out = ""
+    for unit in s.utf16 {
+        if unit < 0x80 {
+            out.unicodeScalars.append(Unicode.Scalar(UInt8(unit)))
+        } else {
+            let hex = String(unit, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        }
+    }
+    return out
 }
 
 func chatBody(_ bytes: Int) -> [UInt8] {
@@ -48,7 +66,8 @@ func us(_ seconds: Double) -> String {
 
 let asciiOnly = CommandLine.arguments.contains("--ascii")
 let escapedNonASCII = CommandLine.arguments.contains("--escaped")
-let flags: Set = ["--ascii", "--escaped"]
+let cjk = CommandLine.arguments.contains("--cjk")
+let flags: Set = ["--ascii", "--escaped", "--cjk"]
 let replicas = (1...8).map { ReplicaSpec(name: "r\($0)", url: "http://127.0.0.1:\(8000 + $0)") }
 let fleet = FleetSnapshot(replicas: replicas)
 var router = Router()
