@@ -561,8 +561,14 @@ static int cjs_has_avx512 = -1;
 
 static inline size_t cjs_next_rewrite(const uint8_t *bytes, size_t i, size_t end) {
 #if CJS_X86
-    if (cjs_has_avx512 < 0) cjs_has_avx512 = __builtin_cpu_supports("avx512bw") != 0;
-    if (cjs_has_avx512) i = cjs_next_rewrite_avx512(bytes, i, end);
+    // Chosen once; a race between first callers is benign (both store the same value).
+    int avx512 = __atomic_load_n(&cjs_has_avx512, __ATOMIC_RELAXED);
+    if (avx512 < 0) {
+        __builtin_cpu_init();
+        avx512 = __builtin_cpu_supports("avx512bw") != 0;
+        __atomic_store_n(&cjs_has_avx512, avx512, __ATOMIC_RELAXED);
+    }
+    if (avx512) i = cjs_next_rewrite_avx512(bytes, i, end);
     const __m128i backslash = _mm_set1_epi8('\\'), x1f = _mm_set1_epi8(0x1F);
     for (; i + 17 <= end; i += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(bytes + i));
