@@ -643,7 +643,10 @@ static inline uint8_t cjs_short_escape(uint32_t c) {
     }
 }
 
-cjs_canonical_result cjs_canonicalize(const uint8_t *bytes, size_t from, size_t end, uint8_t *out, int decode) {
+// One body for both forms; each public entry below passes `decode` as a constant, so the compiler
+// drops the other form's branches from the loops.
+__attribute__((always_inline)) static inline cjs_canonical_result cjs_rewrite(const uint8_t *bytes, size_t from,
+                                                                             size_t end, uint8_t *out, int decode) {
     static const char hex[] = "0123456789abcdef";
     cjs_canonical_result r = {0, CJS_CANONICAL_OK, 0, 0};
     size_t n = 0, run = from, i = from;
@@ -712,7 +715,7 @@ cjs_canonical_result cjs_canonicalize(const uint8_t *bytes, size_t from, size_t 
             } else if (scalar >= 0xDC00 && scalar <= 0xDFFF) {
                 CJS_FAIL(CJS_CANONICAL_LONE_LOW, at, 'u');
             }
-            uint8_t letter = decode ? 0 : cjs_short_escape((uint32_t)scalar);
+            uint8_t letter = decode || scalar >= 0x60 ? 0 : cjs_short_escape((uint32_t)scalar);
             if (letter) {
                 out[n++] = '\\', out[n++] = letter;
             } else if (!decode && scalar < 0x20) {
@@ -733,4 +736,16 @@ done:
 #undef CJS_FAIL
     r.written = n;
     return r;
+}
+
+static cjs_canonical_result cjs_rewrite_canonical(const uint8_t *bytes, size_t from, size_t end, uint8_t *out) {
+    return cjs_rewrite(bytes, from, end, out, 0);
+}
+
+static cjs_canonical_result cjs_rewrite_decoded(const uint8_t *bytes, size_t from, size_t end, uint8_t *out) {
+    return cjs_rewrite(bytes, from, end, out, 1);
+}
+
+cjs_canonical_result cjs_canonicalize(const uint8_t *bytes, size_t from, size_t end, uint8_t *out, int decode) {
+    return decode ? cjs_rewrite_decoded(bytes, from, end, out) : cjs_rewrite_canonical(bytes, from, end, out);
 }
