@@ -1,9 +1,18 @@
 -- wrk workload from BENCHMARKS.md: POST ~4 KB OpenAI chat bodies, 8 system prompts, 1000
 -- sessions (an x-session-id header for the hash-based peers), non-streaming, one output token.
+-- WRK_TEXT=cjk-escaped: the system prompts in CJK characters, each sent as a \u escape (what
+-- Python's json.dumps and requests send by default), about the same size.
+local cjk_escaped = os.getenv("WRK_TEXT") == "cjk-escaped"
 local systems = {}
 for s = 1, 8 do
   local words = {}
-  for w = 1, 420 do words[w] = string.format("policy%d-rule%d", s, w % 97) end
+  for w = 1, 420 do
+    if cjk_escaped then
+      words[w] = string.format("\\u%04x\\u%04x", 0x4e00 + (s * 97 + w) % 2000, 0x3041 + w % 80)
+    else
+      words[w] = string.format("policy%d-rule%d", s, w % 97)
+    end
+  end
   systems[s] = table.concat(words, " ")
 end
 local bodies = {}
