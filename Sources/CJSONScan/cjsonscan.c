@@ -559,8 +559,30 @@ __attribute__((target("avx512bw"))) static size_t cjs_next_rewrite_avx512(const 
 static int cjs_has_avx512 = -1;
 #endif
 
+#if CJS_X86
+// The rewrite candidates among the 16 bytes at p (bit k: p[k]), reading p[0..<17].
+static inline unsigned cjs_rewrite_mask16(const uint8_t *p) {
+    const __m128i backslash = _mm_set1_epi8('\\'), x1f = _mm_set1_epi8(0x1F);
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i w = _mm_loadu_si128((const __m128i *)(p + 1));
+    __m128i kept = _mm_or_si128(
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('"')), _mm_cmpeq_epi8(w, backslash)),
+            _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('b')), _mm_cmpeq_epi8(w, _mm_set1_epi8('f')))),
+        _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('n')),
+            _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('r')), _mm_cmpeq_epi8(w, _mm_set1_epi8('t')))));
+    __m128i escape = _mm_andnot_si128(kept, _mm_cmpeq_epi8(v, backslash));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(escape, _mm_cmpeq_epi8(_mm_max_epu8(v, x1f), x1f)));
+}
+#endif
+
 static inline size_t cjs_next_rewrite(const uint8_t *bytes, size_t i, size_t end) {
 #if CJS_X86
+    // The next 16 bytes first: escapes often come close together (escaped words, a space, the next).
+    if (i + 17 <= end) {
+        unsigned mask = cjs_rewrite_mask16(bytes + i);
+        if (mask) return i + (size_t)__builtin_ctz(mask);
+        i += 16;
+    }
     // Chosen once; a race between first callers is benign (both store the same value).
     int avx512 = __atomic_load_n(&cjs_has_avx512, __ATOMIC_RELAXED);
     if (avx512 < 0) {
@@ -569,18 +591,8 @@ static inline size_t cjs_next_rewrite(const uint8_t *bytes, size_t i, size_t end
         __atomic_store_n(&cjs_has_avx512, avx512, __ATOMIC_RELAXED);
     }
     if (avx512) i = cjs_next_rewrite_avx512(bytes, i, end);
-    const __m128i backslash = _mm_set1_epi8('\\'), x1f = _mm_set1_epi8(0x1F);
     for (; i + 17 <= end; i += 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(bytes + i));
-        __m128i w = _mm_loadu_si128((const __m128i *)(bytes + i + 1));
-        __m128i kept = _mm_or_si128(
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('"')), _mm_cmpeq_epi8(w, backslash)),
-                _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('b')), _mm_cmpeq_epi8(w, _mm_set1_epi8('f')))),
-            _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('n')),
-                _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('r')), _mm_cmpeq_epi8(w, _mm_set1_epi8('t')))));
-        __m128i escape = _mm_andnot_si128(kept, _mm_cmpeq_epi8(v, backslash));
-        __m128i hit = _mm_or_si128(escape, _mm_cmpeq_epi8(_mm_max_epu8(v, x1f), x1f));
-        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        unsigned mask = cjs_rewrite_mask16(bytes + i);
         if (mask) return i + (size_t)__builtin_ctz(mask);
     }
 #endif
