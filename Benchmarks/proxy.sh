@@ -35,6 +35,8 @@ while [ $# -gt 0 ]; do
 done
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 ROOT=$(cd "$HERE/.." && pwd)
 WORK=$(mktemp -d /tmp/cacheroute-proxybench.XXXXXX)
 PIDS=()
@@ -65,16 +67,7 @@ if [[ " $PEERS " == *" nio-relay "* ]]; then
   (cd "$HERE" && swift build -c release --product NIORelay >/dev/null)
 fi
 
-BODY='{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"length"}],"usage":{"prompt_tokens":1000,"completion_tokens":1,"total_tokens":1001}}'
-{
-  echo "worker_processes 1; pid $WORK/backends.pid; error_log $WORK/backends.err warn;"
-  echo "events { worker_connections 4096; }"
-  echo "http { access_log off;"
-  for p in 19001 19002 19003 19004; do
-    echo "  server { listen 127.0.0.1:$p; location / { default_type application/json; return 200 '$BODY'; } }"
-  done
-  echo "}"
-} > "$WORK/backends.conf"
+write_backends_conf "$WORK"
 
 cat > "$WORK/haproxy.cfg" <<EOF
 global
@@ -118,16 +111,7 @@ http {
 }
 EOF
 
-cat > "$WORK/cacheroute.yaml" <<EOF
-listen: 127.0.0.1:19400
-admin_listen: 127.0.0.1:19401
-replicas:
-  - {name: b1, url: "http://127.0.0.1:19001"}
-  - {name: b2, url: "http://127.0.0.1:19002"}
-  - {name: b3, url: "http://127.0.0.1:19003"}
-  - {name: b4, url: "http://127.0.0.1:19004"}
-logging: {level: warning, access_log: false}
-EOF
+write_cacheroute_yaml "$WORK/cacheroute.yaml" 19400
 
 wait_port() {
   for _ in $(seq 1 100); do
@@ -184,8 +168,6 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "round $round $t: $(echo "$out" | awk '/Requests\/sec/ {print $2}') req/s" >&2
   done
 done
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 declare -A MRPS
 echo
