@@ -24,7 +24,6 @@ protocol UpstreamDelegate: AnyObject {
 /// it only crosses into futures completed on that loop).
 final class UpstreamConnection: @unchecked Sendable {
     let channel: any Channel
-    let key: UpstreamKey
     let handler: UpstreamHandler
     /// The pool's record of this address (a release needs no lookup by key).
     let host: UpstreamPool.Host
@@ -33,9 +32,8 @@ final class UpstreamConnection: @unchecked Sendable {
     /// When an idle connection in the pool closes.
     var idleDeadline = NIODeadline.distantFuture
 
-    init(channel: any Channel, key: UpstreamKey, handler: UpstreamHandler, host: UpstreamPool.Host) {
+    init(channel: any Channel, handler: UpstreamHandler, host: UpstreamPool.Host) {
         self.channel = channel
-        self.key = key
         self.handler = handler
         self.host = host
     }
@@ -300,7 +298,7 @@ final class UpstreamPool: DeadlineOwner, @unchecked Sendable {
                 // The pool lives as long as its loop; capturing it (not weakly) keeps weak
                 // references, and the side tables they cost, off the request path.
                 handler.onClose = { handler in self.closed(handler, key, host) }
-                return UpstreamConnection(channel: channel, key: key, handler: handler, host: host)
+                return UpstreamConnection(channel: channel, handler: handler, host: host)
             }
             .flatMapErrorThrowing { error in
                 host.open -= 1
