@@ -529,9 +529,19 @@ static inline size_t cjs_next_special(const uint8_t *bytes, size_t i, size_t end
     return end;
 }
 
-// Whether `\` + `e` is a short escape the canonical form keeps.
-static inline int cjs_short_escape_letter(uint8_t e) {
-    return e == '"' || e == '\\' || e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't';
+// The byte the short escape `\` + `e` stands for (`\" \\ \b \f \n \r \t`, the ones the canonical
+// form keeps), or 0 if `e` is no such letter.
+static inline uint8_t cjs_short_escape_value(uint8_t e) {
+    switch (e) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case 'b': return 0x08;
+    case 'f': return 0x0C;
+    case 'n': return 0x0A;
+    case 'r': return 0x0D;
+    case 't': return 0x09;
+    default: return 0;
+    }
 }
 
 // For the canonical form, which keeps the short escapes `\" \\ \b \f \n \r \t` as they are: the
@@ -598,7 +608,7 @@ static inline size_t cjs_next_rewrite(const uint8_t *bytes, size_t i, size_t end
 #endif
     for (; i < end; i++) {
         uint8_t b = bytes[i];
-        if (b < 0x20 || (b == '\\' && (i + 1 >= end || !cjs_short_escape_letter(bytes[i + 1])))) return i;
+        if (b < 0x20 || (b == '\\' && (i + 1 >= end || !cjs_short_escape_value(bytes[i + 1])))) return i;
     }
     return end;
 }
@@ -689,26 +699,24 @@ __attribute__((always_inline)) static inline cjs_canonical_result cjs_rewrite(co
         // A backslash.
         if (i + 1 >= end) CJS_FAIL(CJS_CANONICAL_ESCAPE_AT_END, i, b);
         uint8_t e = bytes[i + 1];
-        switch (e) {
-        case '"': case '\\': case 'b': case 'f': case 'n': case 'r': case 't':
+        uint8_t value = cjs_short_escape_value(e);
+        if (value) {
             if (decode) {
                 CJS_FLUSH(i);
-                out[n++] = e == '"' || e == '\\' ? e : e == 'b' ? 0x08 : e == 'f' ? 0x0C : e == 'n' ? 0x0A : e == 'r' ? 0x0D : 0x09;
+                out[n++] = value;
                 run = i + 2;
             }
             i += 2;
             continue;
-        case '/':
+        }
+        if (e == '/') {
             CJS_FLUSH(i);
             out[n++] = '/';
             i += 2;
             run = i;
             continue;
-        case 'u':
-            break;
-        default:
-            CJS_FAIL(CJS_CANONICAL_BAD_ESCAPE, i, e);
         }
+        if (e != 'u') CJS_FAIL(CJS_CANONICAL_BAD_ESCAPE, i, e);
         // A run of `\u` escapes (text in a non-Latin script, sent with every character escaped),
         // decoded one after the other without going back to the search.
         CJS_FLUSH(i);
