@@ -40,12 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need_apt=()
-for tool in wrk nginx; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing ${need_apt[*]}" >&2
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+install_missing wrk nginx
 
 write_backends_conf "$WORK"
 nginx -c "$WORK/backends.conf"
@@ -56,12 +51,7 @@ for side in a b; do
   PID[$side]=$!
   PIDS+=("${PID[$side]}")
 done
-for side in a b; do
-  for _ in $(seq 1 100); do
-    curl -s -o /dev/null -m 1 "http://127.0.0.1:${PORT[$side]}/healthz" && break
-    sleep 0.1
-  done
-done
+for side in a b; do wait_port "${PORT[$side]}"; done
 
 TICK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user, system

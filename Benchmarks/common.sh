@@ -1,5 +1,29 @@
-# Shared by proxy.sh and ab.sh (sourced): the four static nginx backends both put behind the
-# proxies, a cacheroute config in front of them, and the median of a list of numbers.
+# Shared by proxy.sh and ab.sh (sourced): installing the Debian tools they run, the four static
+# nginx backends both put behind the proxies, a cacheroute config in front of them, waiting for a
+# proxy to answer, and the median of a list of numbers.
+
+# Installs the Debian packages of the named commands that are missing.
+install_missing() {
+  local missing=() tool
+  for tool in "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Waits until a chat completion sent to PORT succeeds (20 s at most; fails after that).
+wait_port() {
+  for _ in $(seq 1 100); do
+    if curl -s -o /dev/null -m 1 -X POST -H 'content-type: application/json' \
+      -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' "http://127.0.0.1:$1/v1/chat/completions"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "port $1 never answered" >&2
+  return 1
+}
 
 # Writes DIR/backends.conf: nginx answering a fixed one-token chat completion on 19001-19004.
 write_backends_conf() {

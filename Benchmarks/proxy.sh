@@ -48,12 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need_apt=()
-for tool in wrk nginx haproxy; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing ${need_apt[*]}" >&2
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+install_missing wrk nginx haproxy
 if [[ " $PEERS " == *" sglang "* ]] && ! python3 -c 'import sglang_router' 2>/dev/null; then
   echo "installing sglang-router==0.3.2" >&2
   pip install -q sglang-router==0.3.2 || { echo "sglang-router not installable: skipping it" >&2; PEERS=${PEERS/sglang/}; }
@@ -112,18 +107,6 @@ http {
 EOF
 
 write_cacheroute_yaml "$WORK/cacheroute.yaml" 19400
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    if curl -s -o /dev/null -m 1 -X POST -H 'content-type: application/json' \
-      -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' "http://127.0.0.1:$1/v1/chat/completions"; then
-      return 0
-    fi
-    sleep 0.2
-  done
-  echo "port $1 never answered" >&2
-  return 1
-}
 
 nginx -c "$WORK/backends.conf"
 declare -A PORT=([direct]=19001 [cacheroute]=19400)
