@@ -76,9 +76,8 @@ var sink: UInt64 = 0
 
 print("Decision cost per request (release build, best of 5 runs), against raw XXH3 over the same bytes")
 print("size      xxh3 floor   keys only    keys+place   ratio(keys+place/floor)  goal")
-let sizes = CommandLine.arguments.filter({ !flags.contains($0) }).count > 1
-    ? CommandLine.arguments.dropFirst().filter { !flags.contains($0) }.compactMap { Int($0) }.map { $0 << 10 }
-    : [4 << 10, 64 << 10, 512 << 10]
+let sizeArguments = CommandLine.arguments.dropFirst().filter { !flags.contains($0) }
+let sizes = sizeArguments.isEmpty ? [4 << 10, 64 << 10, 512 << 10] : sizeArguments.compactMap { Int($0) }.map { $0 << 10 }
 for size in sizes {
     let body = chatBody(size)
     let iterations = max(20, (64 << 20) / body.count)
