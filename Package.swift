@@ -17,9 +17,9 @@ let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
 let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
 let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
 let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
-let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let atomics: Target.Dependency = .product(name: "Atomics", package: "swift-atomics")
+let nioConcurrency: Target.Dependency = .product(name: "NIOConcurrencyHelpers", package: "swift-nio")
 
 let package = Package(
     name: "cacheroute",
@@ -33,7 +33,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -80,42 +79,77 @@ let package = Package(
         ),
 
         // MARK: - Network layers
-        .target(name: "PrometheusText", dependencies: ["RoutingCore"], swiftSettings: swiftSettings),
+        .target(name: "PrometheusText", swiftSettings: swiftSettings),
         .target(
             name: "HTTPTransport",
-            dependencies: [nioCore, nioPosix, nioHTTP1, logging, .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: [nioCore, nioPosix, nioHTTP1, logging, nioConcurrency],
             swiftSettings: hotPathSettings
-        ),
-        .target(
-            name: "Discovery",
-            dependencies: [nioCore, nioPosix, .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
-            swiftSettings: swiftSettings
         ),
         .target(
             name: "ReplicaEmulator",
             dependencies: [
                 "HTTPTransport", "ReplicaModel", "PrometheusText", "FastJSON", "RoutingCore", "XXHash", nioCore, nioPosix, nioHTTP1,
-                logging, lifecycle, .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                logging, lifecycle, nioConcurrency,
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - The router around the core
+        // The shared state: the shell (lock, clock, listeners) around the core's FleetRouter.
+        .target(
+            name: "FleetState",
+            dependencies: ["RoutingCore", "RouterConfig", "XXHash", nioCore, logging, atomics, nioConcurrency],
+            swiftSettings: hotPathSettings
+        ),
+        // The data plane: client connections, the exchange shell, upstream transport and pools.
+        .target(
+            name: "DataPlane",
+            dependencies: [
+                "FleetState", "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", "XXHash", nioCore, nioPosix, nioHTTP1, logging,
+                lifecycle, nioConcurrency, .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: hotPathSettings
+        ),
+        // Probes and what replica metrics mean (vLLM and SGLang names).
+        .target(
+            name: "ReplicaProbes",
+            dependencies: ["FleetState", "RoutingCore", "RouterConfig", "HTTPTransport", "PrometheusText", "FastJSON", logging, lifecycle, atomics, nioConcurrency, nioPosix],
+            swiftSettings: swiftSettings
+        ),
+        // Replicas from DNS.
+        .target(
+            name: "Discovery",
+            dependencies: ["FleetState", "RoutingCore", "RouterConfig", nioCore, nioPosix, logging, lifecycle, nioConcurrency],
+            swiftSettings: swiftSettings
+        ),
+        // Metrics and the access log: the only importer of swift-prometheus.
+        .target(
+            name: "Telemetry",
+            dependencies: [
+                "FleetState", "RoutingCore", "PrometheusText", logging, nioConcurrency,
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: hotPathSettings
+        ),
+        // The admin listener.
+        .target(
+            name: "Admin",
+            dependencies: ["FleetState", "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", nioCore, nioPosix, nioHTTP1, logging, lifecycle],
+            swiftSettings: swiftSettings
+        ),
+        // Everything `serve` runs, assembled: tests and the demo start the same.
+        .target(
+            name: "CacheRouteRuntime",
+            dependencies: [
+                "FleetState", "DataPlane", "ReplicaProbes", "Discovery", "Telemetry", "Admin", "RouterConfig", "RoutingCore", nioCore, nioPosix,
+                logging, lifecycle, .product(name: "UnixSignals", package: "swift-service-lifecycle"), nioConcurrency,
             ],
             swiftSettings: swiftSettings
         ),
 
         .target(
-            name: "RouterProxy",
-            dependencies: [
-                "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", "PrometheusText", "Discovery", "XXHash", nioCore, nioPosix, nioHTTP1, logging,
-                lifecycle, atomics,
-                metrics, .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "DequeModule", package: "swift-collections"),
-            ],
-            swiftSettings: hotPathSettings
-        ),
-
-        .target(
             name: "LiveLoad",
-            dependencies: ["HTTPTransport", "FastJSON", "RouterConfig", "RoutingCore", "TraceReplay", "PrometheusText", nioCore, nioHTTP1],
+            dependencies: ["HTTPTransport", "FastJSON", "RouterConfig", "RoutingCore", "TraceReplay", "PrometheusText", "ReplicaProbes", nioCore, nioHTTP1],
             swiftSettings: swiftSettings
         ),
 
@@ -128,21 +162,17 @@ let package = Package(
         .executableTarget(
             name: "cacheroute",
             dependencies: [
-                "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay", "ReplicaEmulator", "RouterProxy", "LiveLoad",
-                "HTTPTransport", nioCore, nioPosix, metrics, .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"), logging, lifecycle,
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay", "ReplicaEmulator", "CacheRouteRuntime", "DataPlane", "Admin",
+                "ReplicaProbes", "LiveLoad",
+                "HTTPTransport", nioCore, nioPosix, .product(name: "ArgumentParser", package: "swift-argument-parser"), logging, lifecycle,
+                nioConcurrency, .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
 
         .target(
             name: "CacheRouteTestSupport",
-            dependencies: [
-                "HTTPTransport", "ReplicaEmulator", "FastJSON", nioCore, nioPosix, nioHTTP1, logging,
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ],
+            dependencies: ["HTTPTransport", "ReplicaEmulator", "FastJSON", nioCore, nioPosix, nioHTTP1, logging, nioConcurrency],
             swiftSettings: swiftSettings
         ),
 
@@ -166,11 +196,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "RouterProxyTests",
+            name: "RouterTests",
             dependencies: [
-                "CacheRouteTestSupport", "RouterProxy", "RouterConfig", "RoutingCore", "ReplicaEmulator", "ReplicaModel", "HTTPTransport", "FastJSON",
-                "PrometheusText", "LiveLoad", "TraceReplay", "Discovery", nioCore, nioPosix, nioHTTP1, logging,
-                .product(name: "NIOEmbedded", package: "swift-nio"),
+                "CacheRouteTestSupport", "CacheRouteRuntime", "FleetState", "DataPlane", "ReplicaProbes", "Discovery", "Telemetry", "Admin",
+                "RouterConfig", "RoutingCore", "ReplicaEmulator", "ReplicaModel", "HTTPTransport", "FastJSON", "PrometheusText", "LiveLoad",
+                "TraceReplay", nioCore, nioPosix, nioHTTP1, logging, .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings

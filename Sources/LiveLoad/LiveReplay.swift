@@ -1,6 +1,7 @@
 import HTTPTransport
 import NIOHTTP1
 import PrometheusText
+import ReplicaProbes
 import RouterConfig
 import RoutingCore
 import Synchronization

@@ -339,8 +339,22 @@ public struct Router: Sendable {
 
     // MARK: - Commit and completion
 
-    /// Records that the request with `keys` was sent to fleet index `replica` per `decision`:
-    /// updates the prefix index, the hot-prefix rate (once per request: `countRate`) and the load.
+    /// Decides where a request goes and commits it there: the one way a request is placed (the
+    /// proxy, through `FleetRouter`, and the simulator). No ticket when no replica is routable.
+    public mutating func place(
+        _ keys: Result<RequestKeys, KeyError>,
+        header: (String) -> String? = { _ in nil },
+        fleet: FleetSnapshot,
+        now: Double
+    ) -> (decision: RoutingDecision, ticket: PlacementTicket?) {
+        let decision = self.decide(keys, header: header, fleet: fleet, now: now)
+        guard let replica = decision.replica else { return (decision, nil) }
+        let ticket = self.commit(try? keys.get(), decision: decision, replica: replica, missTokens: decision.missTokens, fleet: fleet, now: now)
+        return (decision, ticket)
+    }
+
+    /// Records that the request with `keys` was sent to fleet index `replica` per `decision` (the
+    /// prefill it will do: the decision's estimate when `replica` is its choice, else the index's).
     public mutating func commit(
         _ keys: RequestKeys?,
         decision: RoutingDecision,
@@ -349,13 +363,30 @@ public struct Router: Sendable {
         now: Double,
         countRate: Bool = true
     ) -> PlacementTicket {
+        self.commit(
+            keys, decision: decision, replica: replica, missTokens: replica == decision.replica ? decision.missTokens : nil, fleet: fleet,
+            now: now, countRate: countRate)
+    }
+
+    /// Records that the request with `keys` was sent to fleet index `replica`: updates the prefix
+    /// index, the hot-prefix rate (once per request: `countRate`) and the load. `missTokens` is
+    /// the prefill the replica will do (nil: estimated from the index, for a replica other than
+    /// the decision's choice).
+    public mutating func commit(
+        _ keys: RequestKeys?,
+        decision: RoutingDecision,
+        replica: Int,
+        missTokens: Int?,
+        fleet: FleetSnapshot,
+        now: Double,
+        countRate: Bool = true
+    ) -> PlacementTicket {
         let id = fleet.ids[replica]
         var pending = 0
         if let keys {
             let promptTokens = keys.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken)
-            pending = replica == decision.replica
-                ? decision.missTokens
-                : promptTokens
+            pending = missTokens
+                ?? promptTokens
                     - min(promptTokens, self.index.matchedBlocks(keys.chain, replicaID: id) * self.settings.tokensPerBlock)
             self.index.record(
                 keys.chain,

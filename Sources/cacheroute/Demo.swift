@@ -1,4 +1,7 @@
 import ArgumentParser
+import Admin
+import CacheRouteRuntime
+import DataPlane
 import Foundation
 import HTTPTransport
 import LiveLoad
@@ -7,8 +10,8 @@ import NIOCore
 import NIOPosix
 import ReplicaEmulator
 import ReplicaModel
+import ReplicaProbes
 import RouterConfig
-import RouterProxy
 import Synchronization
 import UnixSignals
 

@@ -1,11 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
-import Metrics
 import NIOCore
-import Prometheus
 import RouterConfig
-import RouterProxy
+import CacheRouteRuntime
 import ServiceLifecycle
 import UnixSignals
 
@@ -43,8 +41,6 @@ struct Serve: AsyncParsableCommand {
             printError("cannot start: \(error) (listen \(configuration.listen.host):\(configuration.listen.port), admin_listen \(configuration.adminListen.host):\(configuration.adminListen.port))")
             throw ExitCode(1)
         }
-        // Libraries that report through swift-metrics land in the same /metrics.
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: runtime.metrics.registry))
         let group = ServiceGroup(
             configuration: .init(
                 services: runtime.services,

@@ -1,0 +1,173 @@
+import FastJSON
+import FleetState
+import HTTPTransport
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import RouterConfig
+import RoutingCore
+import ServiceLifecycle
+
+/// The admin listener (keep it off the public network): Prometheus `/metrics`, `/healthz`
+/// (the process serves), `/readyz` (the first probe round is done and a replica is routable),
+/// `/admin/replicas` (health, load, probed signals) and `/admin/explain` (a request body in, the
+/// decision with live state out; nothing is committed).
+public final class AdminServer: Service, Sendable {
+    public let server: HTTPServer
+    let logger: Logger
+
+    init(server: HTTPServer, logger: Logger) {
+        self.server = server
+        self.logger = logger
+    }
+
+    /// - Parameters:
+    ///   - metrics: the Prometheus exposition text, made per scrape.
+    ///   - isReady: whether the first probe round is done.
+    public static func start(
+        state: RouterState,
+        metrics: @escaping @Sendable () -> [UInt8],
+        isReady: @escaping @Sendable () -> Bool,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger
+    ) async throws -> AdminServer {
+        let address = state.config.adminListen
+        let server = try await HTTPServer.bind(group: group, host: address.host, port: address.port, limits: HTTPServerLimits(maxConnections: 256), logger: logger) { _ in
+            [AdminHandler(state: state, metrics: metrics, isReady: isReady)]
+        }
+        logger.info("admin listening", metadata: ["listen": "\(address.host):\(server.port)"])
+        return AdminServer(server: server, logger: logger)
+    }
+
+    public var port: Int { self.server.port }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await self.server.shutdown(gracefulWithin: 1)
+    }
+
+    public func stop() async {
+        await self.server.shutdown(gracefulWithin: 0.5)
+    }
+}
+
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let state: RouterState
+    let metrics: @Sendable () -> [UInt8]
+    let isReady: @Sendable () -> Bool
+    var head: HTTPRequestHead?
+    var body = ByteBuffer()
+    static let maxBody = 32 << 20
+
+    init(state: RouterState, metrics: @escaping @Sendable () -> [UInt8], isReady: @escaping @Sendable () -> Bool) {
+        self.state = state
+        self.metrics = metrics
+        self.isReady = isReady
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let h):
+            self.head = h
+            self.body.clear()
+        case .body(var chunk):
+            if self.body.readableBytes + chunk.readableBytes <= Self.maxBody { self.body.writeBuffer(&chunk) }
+        case .end:
+            guard let head = self.head else { return }
+            self.head = nil
+            self.route(context, head)
+        }
+    }
+
+    func route(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        var path = Substring(head.uri)
+        if let q = path.firstIndex(of: "?") { path = path[..<q] }
+        switch (head.method, path) {
+        case (.GET, "/metrics"):
+            self.respond(context, head, .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: self.metrics())
+        case (.GET, "/healthz"):
+            self.json(context, head, .ok, .object(["status": .string("ok")]))
+        case (.GET, "/readyz"):
+            let routable = self.state.fleet.routableCount
+            let probed = self.isReady()
+            let ready = probed && routable > 0
+            let reason = !probed ? "first probe round not finished" : routable == 0 ? "no routable replica" : "ready"
+            self.json(context, head, ready ? .ok : .serviceUnavailable, .object(["status": .string(reason), "routable_replicas": .int(Int64(routable))]))
+        case (.GET, "/admin/replicas"):
+            self.json(context, head, .ok, .object(["replicas": .array(self.state.replicaReport().map(Self.replicaJSON))]))
+        case (.POST, "/admin/explain"):
+            self.explain(context, head)
+        default:
+            self.json(context, head, .notFound, .object(["error": .string("no such endpoint; try /metrics, /healthz, /readyz, /admin/replicas, POST /admin/explain")]))
+        }
+    }
+
+    static func replicaJSON(_ r: ReplicaReport) -> JSONValue {
+        func num(_ v: Double?) -> JSONValue { v.map { $0.isFinite ? .double($0) : .null } ?? .null }
+        func int(_ v: Int?) -> JSONValue { v.map { .int(Int64($0)) } ?? .null }
+        let p = r.probe
+        return .object([
+            "name": .string(r.spec.name),
+            "url": .string(r.endpoint.url?.description ?? r.spec.url),
+            "engine": .string(r.spec.engine.rawValue),
+            "weight": .double(r.spec.weight),
+            "models": .array((r.spec.models.isEmpty ? (p.models ?? []) : r.spec.models).map { .string($0) }),
+            "routable": .bool(r.routable),
+            "health": .string(r.health.state.rawValue),
+            "consecutive_probe_failures": .int(Int64(r.health.consecutiveFailures)),
+            "ejected": .bool(r.health.ejectedUntil != nil && !r.routable && r.health.state != .down),
+            "ejections": .int(Int64(r.health.ejectionsTotal)),
+            "in_flight": .int(Int64(r.load.inFlight)),
+            "pending_prefill_tokens": .int(Int64(r.load.pendingPrefillTokens)),
+            "queue_depth": int(p.waiting),
+            "running": int(p.running),
+            "kv_cache_usage": num(p.kvUsage),
+            "prefix_cache_hit_ratio": num(p.hitRatio),
+            "cache_tokens": int(r.spec.cacheTokens ?? p.cacheTokens),
+            "last_probe_error": (r.endpoint.urlError ?? p.lastError).map { .string($0) } ?? .null,
+            "last_error": r.health.lastError.map { .string($0) } ?? .null,
+        ])
+    }
+
+    func explain(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        let bytes = Array(self.body.readableBytesView)
+        // The API: ?api=chat|completions|generate (or a path), else guessed from the body.
+        var named: String?
+        if let q = head.uri.firstIndex(of: "?") {
+            for pair in head.uri[head.uri.index(after: q)...].split(separator: "&") where pair.hasPrefix("api=") {
+                named = String(pair.dropFirst(4))
+            }
+        }
+        let api = named.flatMap { RequestAPI(rawValue: $0) ?? RequestAPI(path: $0) } ?? RequestAPI.detect(body: bytes) ?? .chat
+        let headers = head.headers
+        let lookup: (String) -> String? = { headers.first(name: $0) }
+        let settings = self.state.proxySettings
+        let keys = KeyExtractor.extract(api: api, body: bytes, sessionHeader: settings.keying.sessionHeader(in: lookup), rules: settings.keying)
+        let (decision, fleet, routing) = self.state.explain(keys, header: lookup)
+        self.respond(context, head, .ok, contentType: "application/json", body: Array(decision.report(keys: keys, fleet: fleet, settings: routing).pretty.utf8))
+    }
+
+    func json(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ value: JSONValue) {
+        var out: [UInt8] = []
+        value.write(to: &out)
+        out.append(0x0A)
+        self.respond(context, head, status, contentType: "application/json", body: out)
+    }
+
+    func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, contentType: String, body: [UInt8]) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: contentType)
+        headers.add(name: "content-length", value: String(body.count))
+        if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        let keepAlive = head.isKeepAlive
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
+        }
+    }
+}

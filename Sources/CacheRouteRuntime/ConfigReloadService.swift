@@ -1,0 +1,84 @@
+import FleetState
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import RouterConfig
+import ServiceLifecycle
+import UnixSignals
+
+/// Reloads the configuration on SIGHUP and when the file changes. A new file is validated first;
+/// a valid one swaps in (in-flight requests are untouched, new ones use it); an invalid one is
+/// logged, counted and ignored, and the running configuration keeps serving.
+public final class ConfigReloadService: Service, Sendable {
+    let path: String
+    let state: RouterState
+    let logger: Logger
+    let onResult: @Sendable (_ success: Bool) -> Void
+
+    public init(path: String, state: RouterState, logger: Logger, onResult: @escaping @Sendable (Bool) -> Void = { _ in }) {
+        self.path = path
+        self.state = state
+        self.logger = logger
+        self.onResult = onResult
+    }
+
+    public func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in signals.cancelOnGracefulShutdown() { self.reload(reason: "SIGHUP") }
+            }
+            group.addTask {
+                var last = self.fingerprint()
+                while !Task.isCancelled, !Task.isShuttingDownGracefully {
+                    let config = self.state.config
+                    guard config.reload.watchFile else {
+                        try? await Task.sleep(for: .seconds(1))
+                        continue
+                    }
+                    try? await Task.sleep(for: .milliseconds(Int(config.reload.pollSeconds * 1000)))
+                    let now = self.fingerprint()
+                    if now != last {
+                        last = now
+                        self.reload(reason: "file change")
+                    }
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// The file's contents, to notice a change however it was made (editor, rename, ConfigMap symlink swap).
+    func fingerprint() -> Data? {
+        FileManager.default.contents(atPath: self.path)
+    }
+
+    /// Reads, validates and applies the file; returns whether it was applied.
+    @discardableResult
+    public func reload(reason: String) -> Bool {
+        do {
+            let config = try RouterConfiguration.load(path: self.path)
+            let old = self.state.config
+            if config.listen != old.listen || config.adminListen != old.adminListen {
+                self.logger.warning("listener addresses change only on restart; keeping the current ones", metadata: ["reason": "\(reason)"])
+            }
+            if config.threads != old.threads {
+                self.logger.warning("'threads' changes only on restart; keeping the current event loops", metadata: ["reason": "\(reason)"])
+            }
+            self.state.apply(config)
+            self.state.countReload(success: true)
+            self.logger.notice(
+                "configuration reloaded",
+                metadata: ["reason": "\(reason)", "replicas": "\(config.replicas.count)", "version": "\(self.state.version)"]
+            )
+            self.onResult(true)
+            return true
+        } catch {
+            self.state.countReload(success: false)
+            self.logger.error("configuration rejected; the running one stays", metadata: ["reason": "\(reason)", "error": "\(error.description)"])
+            self.onResult(false)
+            return false
+        }
+    }
+}

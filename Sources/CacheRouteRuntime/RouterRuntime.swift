@@ -1,0 +1,73 @@
+import Admin
+import DataPlane
+import Discovery
+import FleetState
+import Logging
+import NIOCore
+import NIOPosix
+import ReplicaProbes
+import RouterConfig
+import ServiceLifecycle
+import Telemetry
+
+/// Everything `cacheroute serve` runs, assembled once: the shared state, the data-plane
+/// listener, the admin listener, the probes, config reload. Tests and the demo start the same.
+public struct RouterRuntime: Sendable {
+    public let state: RouterState
+    public let proxy: ProxyServer
+    public let admin: AdminServer?
+    public let probes: ProbeService
+    public let discovery: DiscoveryService
+    public let metrics: RouterMetrics
+    public let reload: ConfigReloadService?
+    public var services: [any Service]
+
+    /// - Parameters:
+    ///   - accessLogger: where the access log goes (`logging.access_log`).
+    ///   - admin: bind the admin listener (`admin_listen`).
+    public static func start(
+        config: RouterConfiguration,
+        configPath: String?,
+        logger: Logger,
+        accessLogger: Logger = Logger(label: "cacheroute.access"),
+        admin: Bool = true,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> RouterRuntime {
+        let loops = group.makeIterator().reduce(0) { n, _ in n + 1 }
+        let state = RouterState(config: config, logger: logger, eventLoops: loops)
+        let metrics = RouterMetrics(state: state)
+        var observers: [any ProxyObserver] = [metrics]
+        if config.logging.accessLog { observers.append(AccessLog(logger: accessLogger)) }
+        let probes = ProbeService(state: state, logger: Logger(label: "cacheroute.probe"))
+        let proxy = try await ProxyServer.start(state: state, group: group, observer: ObserverList(observers), logger: logger)
+        let discovery = DiscoveryService(state: state, logger: Logger(label: "cacheroute.discovery"))
+        var services: [any Service] = [probes, discovery]
+        var adminServer: AdminServer?
+        if admin {
+            do {
+                adminServer = try await AdminServer.start(
+                    state: state, metrics: { metrics.render() }, isReady: { probes.isReady }, group: group, logger: logger)
+            } catch {
+                await proxy.stop(drain: 0)
+                throw error
+            }
+            services.append(adminServer!)
+        }
+        var reload: ConfigReloadService?
+        if let configPath {
+            let service = ConfigReloadService(path: configPath, state: state, logger: logger) { metrics.reloaded(success: $0) }
+            services.append(service)
+            reload = service
+        }
+        services.append(proxy)
+        return RouterRuntime(
+            state: state, proxy: proxy, admin: adminServer, probes: probes, discovery: discovery, metrics: metrics, reload: reload, services: services
+        )
+    }
+
+    /// Stops the listeners at once (tests, the demo); `serve` stops through its service group.
+    public func stop(drain seconds: Double = 0.5) async {
+        await self.proxy.stop(drain: seconds)
+        await self.admin?.stop()
+    }
+}

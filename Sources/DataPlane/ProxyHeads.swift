@@ -1,0 +1,307 @@
+import HTTPTransport
+import NIOCore
+import NIOHTTP1
+import FleetState
+import RoutingCore
+
+/// How the client's response body is delimited.
+enum ClientFraming: Equatable {
+    /// No body (HEAD, 204, 304).
+    case none
+    /// The replica's Content-Length, bytes passed through.
+    case length
+    /// Re-chunked: each piece from the replica becomes a chunk (chunked or unlimited replica
+    /// bodies to HTTP/1.1 clients). The stream can then always end cleanly.
+    case chunked
+    /// Delimited by closing the connection (an HTTP/1.0 client and a body of unknown length).
+    case close
+}
+
+/// Writes the heads the proxy sends: the request to a replica and the response to a client.
+/// Fields are copied as bytes from the received head; hop-by-hop fields (RFC 9110 7.6.1) and
+/// those a `Connection` header names never cross.
+enum ProxyHeads {
+    /// The request for a replica: hop-by-hop fields, Host, Expect and the body framing dropped;
+    /// Host set to the replica, `X-Forwarded-For` extended with the client, `X-Forwarded-Proto`
+    /// added when absent, `X-Request-Id` set to the request's id, the body length stated.
+    ///   - reserve: room for bytes the caller appends (a small body sent in the same write).
+    ///   - out: where the head is appended (an empty buffer, usually a recycled one).
+    static func upstreamRequest(
+        _ head: HTTP1Head, endpoint: ReplicaEndpoint, client: String?, requestID: RequestID, bodyLength: Int, reserve: Int = 0,
+        into out: inout ByteBuffer
+    ) {
+        let prefix = endpoint.url?.pathPrefix ?? ""
+        // Each received field is copied at most once (an X-Forwarded-For value with its ", " is
+        // shorter than its line), plus what the router writes itself: the path prefix, Host, the
+        // request id, the client address, and X-Forwarded-For, X-Forwarded-Proto and
+        // Content-Length with their names (17 + 2 + 2 + 25 + 16 + 19 digits + 4 = 85 bytes).
+        let bound = head.bytes.count + prefix.utf8.count + endpoint.hostLine.count + (client?.utf8.count ?? 0)
+            + RequestID.maxFieldBytes + 85
+        out.reserveCapacity(minimumWritableBytes: bound + reserve)
+        head.bytes.withUnsafeBytes { bytes in
+            out.writeHead(maxBytes: bound) { w in
+                w.write(UnsafeRawBufferPointer(rebasing: bytes[head.method]))
+                w.write(" ")
+                if !prefix.isEmpty { w.write(string: prefix) }
+                w.write(UnsafeRawBufferPointer(rebasing: bytes[head.target]))
+                w.write(" HTTP/1.1\r\n")
+                w.write(endpoint.hostLine)
+                var forwardedFor = false
+                var forwardedProto = false
+                for field in head.fields {
+                    switch field.kind {
+                    case .other, .contentType:
+                        break
+                    case .xForwardedProto:
+                        forwardedProto = true
+                    case .xForwardedFor:
+                        forwardedFor = true
+                        continue
+                    case .hopByHop, .contentLength, .transferEncoding, .host, .expect, .xRequestID:
+                        continue
+                    }
+                    w.write(UnsafeRawBufferPointer(rebasing: bytes[field.name.lowerBound..<field.value.upperBound]))
+                    w.write("\r\n")
+                }
+                requestID.writeField(to: &w)
+                if client != nil || forwardedFor {
+                    w.write("x-forwarded-for: ")
+                    var first = true
+                    for field in head.fields where field.kind == .xForwardedFor {
+                        if !first { w.write(", ") }
+                        first = false
+                        w.write(UnsafeRawBufferPointer(rebasing: bytes[field.value]))
+                    }
+                    if let client {
+                        if !first { w.write(", ") }
+                        w.write(string: client)
+                    }
+                    w.write("\r\n")
+                }
+                if !forwardedProto { w.write("x-forwarded-proto: http\r\n") }
+                w.write("content-length: ")
+                w.write(decimal: bodyLength)
+                w.write("\r\n\r\n")
+            }
+        }
+    }
+
+    static func clientFraming(request: HTTP1Head, response: HTTP1Head) -> ClientFraming {
+        if request.methodIs("HEAD") || response.status == 204 || response.status == 304 { return .none }
+        if !response.chunked, response.contentLength != nil { return .length }
+        return request.minorVersion >= 1 ? .chunked : .close
+    }
+
+    /// The response head for the client: the replica's status and fields minus hop-by-hop ones,
+    /// the body framing for `framing`, which replica and tier served it, and the request's id
+    /// (unless the replica returned it already, as vLLM does with `--enable-request-id-headers`).
+    static func clientResponse(
+        _ response: HTTP1Head,
+        request: HTTP1Head,
+        framing: ClientFraming,
+        close: Bool,
+        endpoint: ReplicaEndpoint,
+        tier: Tier,
+        requestID: RequestID,
+        reserve: Int = 0,
+        into out: inout ByteBuffer
+    ) {
+        // The received status line and fields at most once, plus the lines the router writes
+        // itself: the replica, the request id, and under 100 bytes of Content-Length (or
+        // Transfer-Encoding), the tier and Connection; 192 leaves room to spare.
+        let bound = response.bytes.count + endpoint.replicaLine.count + RequestID.maxFieldBytes + 192
+        out.reserveCapacity(minimumWritableBytes: bound + reserve)
+        response.bytes.withUnsafeBytes { bytes in
+            out.writeHead(maxBytes: bound) { w in
+                w.write("HTTP/1.1 ")
+                w.write(status: response.status)
+                w.write(" ")
+                w.write(UnsafeRawBufferPointer(rebasing: bytes[response.reason]))
+                w.write("\r\n")
+                for field in response.fields {
+                    switch field.kind {
+                    case .hopByHop, .transferEncoding:
+                        continue
+                    case .contentLength where framing != .none:
+                        continue
+                    default:
+                        w.write(UnsafeRawBufferPointer(rebasing: bytes[field.name.lowerBound..<field.value.upperBound]))
+                        w.write("\r\n")
+                    }
+                }
+                switch framing {
+                case .length:
+                    w.write("content-length: ")
+                    w.write(decimal: response.contentLength ?? 0)
+                    w.write("\r\n")
+                case .chunked:
+                    w.write("transfer-encoding: chunked\r\n")
+                case .none, .close:
+                    break
+                }
+                w.write(endpoint.replicaLine)
+                w.write("x-cacheroute-tier: ")
+                w.write(string: tier.rawValue)
+                w.write("\r\n")
+                if response.first(.xRequestID) == nil { requestID.writeField(to: &w) }
+                Self.writeConnection(&w, close: close, request: request)
+                w.write("\r\n")
+            }
+        }
+    }
+
+    /// A complete JSON response the router answers itself.
+    static func localResponse(
+        _ status: HTTPResponseStatus,
+        body: [UInt8],
+        retryAfter: Int?,
+        close: Bool,
+        request: HTTP1Head?,
+        requestID: RequestID,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let reason = status.reasonPhrase
+        // The reason, the request id, and under 150 bytes of status line, Content-Type,
+        // Content-Length, Retry-After and Connection; 192 leaves room to spare.
+        let bound = reason.utf8.count + RequestID.maxFieldBytes + 192
+        var out = allocator.buffer(capacity: bound + body.count)
+        out.writeHead(maxBytes: bound) { w in
+            w.write("HTTP/1.1 ")
+            w.write(status: Int(status.code))
+            w.write(" ")
+            w.write(string: reason)
+            w.write("\r\ncontent-type: application/json\r\ncontent-length: ")
+            w.write(decimal: body.count)
+            w.write("\r\n")
+            if let retryAfter {
+                w.write("retry-after: ")
+                w.write(decimal: retryAfter)
+                w.write("\r\n")
+            }
+            requestID.writeField(to: &w)
+            Self.writeConnection(&w, close: close, request: request)
+            w.write("\r\n")
+        }
+        out.writeBytes(body)
+        return out
+    }
+
+    /// `Connection: close` when closing; `keep-alive` for an HTTP/1.0 client that asked for it.
+    static func writeConnection(_ w: inout HeadWriter, close: Bool, request: HTTP1Head?) {
+        if close {
+            w.write("connection: close\r\n")
+        } else if let request, request.minorVersion == 0 {
+            w.write("connection: keep-alive\r\n")
+        }
+    }
+
+    /// One chunk of the chunked coding around `piece`.
+    static func chunk(_ piece: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var piece = piece
+        var out = allocator.buffer(capacity: piece.readableBytes + 24)
+        out.writeString(String(piece.readableBytes, radix: 16))
+        out.writeStaticString("\r\n")
+        out.writeBuffer(&piece)
+        out.writeStaticString("\r\n")
+        return out
+    }
+}
+
+/// Holds back the end of an SSE stream that is not a whole event yet, so that everything sent
+/// to the client ends on an event boundary (a blank line) and an error event can follow cleanly.
+/// A partial event longer than `limit` is let through (it is no SSE the proxy can help).
+struct SSEEventBuffer {
+    private var pending: ByteBuffer?
+    static let limit = 64 << 10
+
+    mutating func append(_ piece: ByteBuffer) {
+        if var p = self.pending {
+            self.pending = nil
+            var piece = piece
+            p.writeBuffer(&piece)
+            self.pending = p
+        } else {
+            self.pending = piece
+        }
+    }
+
+    /// The bytes through the last event boundary (everything when `force` or past the limit).
+    mutating func takeComplete(force: Bool) -> ByteBuffer? {
+        guard var p = self.pending, p.readableBytes > 0 else {
+            self.pending = nil
+            return nil
+        }
+        let cut: Int? = force || p.readableBytes > Self.limit ? p.readableBytes : p.withUnsafeReadableBytes { raw in
+            var i = raw.count - 1
+            while i >= 1 {
+                if raw[i] == 0x0A, raw[i - 1] == 0x0A || (i >= 2 && raw[i - 1] == 0x0D && raw[i - 2] == 0x0A) { return i + 1 }
+                i -= 1
+            }
+            return nil
+        }
+        guard let cut else { return nil }
+        let ready = p.readSlice(length: cut)!
+        self.pending = p.readableBytes > 0 ? p : nil
+        return ready
+    }
+}
+
+/// One request as the proxy handles it.
+final class Exchange {
+    /// Nil for a request whose head never parsed (400, 408, 431 answers), and once the exchange
+    /// completed (the head's storage goes back to the connection's parser).
+    var head: HTTP1Head?
+    let started: NIODeadline
+    let remote: String?
+    let requestID: RequestID
+    var body = ByteBuffer()
+    var expectedBodyBytes = 0
+    var api: RequestAPI?
+    var keys: Result<RequestKeys, KeyError>?
+    var placement: Placement?
+    /// Replicas whose attempt failed (excluded from retries); empty unless one did.
+    var failed: [String] = []
+    var attempts = 0
+    var connection: UpstreamConnection?
+    var reused = false
+    var staleRetried = false
+    var responseStarted = false
+    /// The response head arrived; the routing core hears of it at the end of the read.
+    var firstBytePending = false
+    var isSSE = false
+    var framing = ClientFraming.none
+    var closeAfter = false
+    /// The response head, not written yet (it goes out with the first body bytes).
+    var heldHead: ByteBuffer?
+    var events = SSEEventBuffer()
+    var firstByteAt: NIODeadline?
+    var firstBodyAt: NIODeadline?
+    var firstByteDeadline: NIODeadline?
+    var lastActivity: NIODeadline
+    var usage = UsageScanner()
+    var summary: RequestSummary
+
+    init(head: HTTP1Head?, started: NIODeadline, remote: String?, requestID: RequestID) {
+        self.head = head
+        self.started = started
+        self.remote = remote
+        self.requestID = requestID
+        self.lastActivity = started
+        self.summary = RequestSummary(route: "local", method: head?.methodString ?? "-", path: "-")
+        self.summary.requestID = requestID
+        self.summary.client = remote
+    }
+
+    /// Adds a piece of the request body: the first whole body is kept as the slice it came in.
+    func appendBody(_ piece: ByteBuffer) {
+        if self.body.readableBytes == 0, piece.readableBytes >= self.expectedBodyBytes {
+            self.body = piece
+            return
+        }
+        var piece = piece
+        if self.body.readableBytes == 0 {
+            self.body = ByteBufferAllocator().buffer(capacity: max(self.expectedBodyBytes, piece.readableBytes))
+        }
+        self.body.writeBuffer(&piece)
+    }
+}

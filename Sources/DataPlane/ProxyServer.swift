@@ -1,0 +1,68 @@
+import FleetState
+import HTTPTransport
+import Logging
+import RoutingCore
+import NIOCore
+import NIOPosix
+import RouterConfig
+import ServiceLifecycle
+
+/// The data-plane listener as a lifecycle `Service`: serves until graceful shutdown, then stops
+/// accepting and lets in-flight requests and streams finish within `shutdown.drain_timeout`.
+public final class ProxyServer: Service, Sendable {
+    public let state: RouterState
+    public let server: HTTPServer
+    let logger: Logger
+    let pools: UpstreamPools
+
+    init(state: RouterState, server: HTTPServer, pools: UpstreamPools, logger: Logger) {
+        self.state = state
+        self.server = server
+        self.pools = pools
+        self.logger = logger
+    }
+
+    public static func start(
+        state: RouterState,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        observer: any ProxyObserver,
+        logger: Logger
+    ) async throws -> ProxyServer {
+        let config = state.config
+        let pools = UpstreamPools()
+        let models = ModelsCache()
+        let limits = HTTPServerLimits(maxHeaderBytes: config.limits.maxHeaderBytes, maxConnections: config.limits.maxConnections)
+        let server = try await HTTPServer.bind(
+            group: group,
+            host: config.listen.host,
+            port: config.listen.port,
+            limits: limits,
+            codec: .bytes,
+            logger: logger
+        ) { _ in
+            [ClientConnection(state: state, pools: pools, models: models, observer: observer)]
+        }
+        let proxy = ProxyServer(state: state, server: server, pools: pools, logger: logger)
+        state.observe { fleet in
+            let keys = Set(fleet.endpoints.compactMap(\.url).map { UpstreamKey(host: $0.host, port: $0.port) })
+            pools.prune(keeping: keys)
+        }
+        logger.info("serving", metadata: ["listen": "\(config.listen.host):\(server.port)", "replicas": "\(state.fleet.replicas.count)"])
+        return proxy
+    }
+
+    public var port: Int { self.server.port }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        let drain = self.state.config.shutdown.drainSeconds
+        self.logger.info("draining", metadata: ["connections": "\(self.server.connectionCount)", "deadline_seconds": "\(drain)"])
+        await self.server.shutdown(gracefulWithin: drain)
+        self.logger.info("stopped")
+    }
+
+    /// Stops at once (tests).
+    public func stop(drain seconds: Double = 0.5) async {
+        await self.server.shutdown(gracefulWithin: seconds)
+    }
+}

@@ -1,0 +1,231 @@
+import FleetState
+import NIOConcurrencyHelpers
+import Prometheus
+import RoutingCore
+
+/// Every metric cacheroute exports: name, type, help and labels in one place. The README's
+/// metrics table is this list. Labels are bounded: routes and tiers are fixed sets, replicas come
+/// from the configuration (their series go when they leave), statuses are HTTP codes.
+public enum MetricName {
+    public static let requests = "cacheroute_requests_total"
+    public static let decisions = "cacheroute_routing_decisions_total"
+    public static let retries = "cacheroute_retries_total"
+    public static let upstreamErrors = "cacheroute_upstream_errors_total"
+    public static let inFlight = "cacheroute_replica_in_flight"
+    public static let ttft = "cacheroute_time_to_first_token_seconds"
+    public static let duration = "cacheroute_request_duration_seconds"
+    public static let replicaUp = "cacheroute_replica_up"
+    public static let hitRatio = "cacheroute_replica_prefix_cache_hit_ratio"
+    public static let queueDepth = "cacheroute_replica_queue_depth"
+    public static let running = "cacheroute_replica_running_requests"
+    public static let kvUsage = "cacheroute_replica_kv_cache_usage_ratio"
+    public static let probeFailures = "cacheroute_replica_probe_failures_total"
+    public static let ejections = "cacheroute_replica_ejections_total"
+    public static let observedPromptTokens = "cacheroute_replica_prompt_tokens_total"
+    public static let observedCachedTokens = "cacheroute_replica_cached_tokens_total"
+    public static let hotPrefixes = "cacheroute_hot_prefixes"
+    public static let widenings = "cacheroute_hot_prefix_widenings_total"
+    public static let reloads = "cacheroute_config_reloads_total"
+    public static let replicas = "cacheroute_replicas"
+
+    /// Help text per name (the `# HELP` lines).
+    public static let help: [String: String] = [
+        requests: "Requests answered, by route (chat, completions, generate, models, other, local), replica (none when the router answered) and HTTP status.",
+        decisions: "Routing decisions by tier: session (the conversation's replica), group (its instruction group), spill (moved for load or a hot prefix), fallback (no keys or no candidate), pinned.",
+        retries: "Attempts retried on another replica before the first byte, by the replica that failed and why (connect, status_5xx).",
+        upstreamErrors: "Failed attempts on a replica, by kind: connect, timeout, status_5xx, broken_stream.",
+        inFlight: "Requests in flight to a replica through this router.",
+        ttft: "Time from receiving a request to the first body byte from its replica, by replica.",
+        duration: "Time from receiving a request to the end of its answer, by replica.",
+        replicaUp: "1 when the replica is in rotation (healthy and not ejected), else 0.",
+        hitRatio: "The replica's prefix-cache hit ratio between its last two /metrics scrapes (hits over queries, 0-1; SGLang: its recent cache_hit_rate).",
+        queueDepth: "Requests waiting on the replica, from its /metrics.",
+        running: "Requests running on the replica, from its /metrics.",
+        kvUsage: "KV-cache usage of the replica, from its /metrics (0-1).",
+        probeFailures: "Failed health probes, by replica.",
+        ejections: "Times passive outlier detection took a replica out of rotation.",
+        observedPromptTokens: "Prompt tokens the replica reported in answers (usage.prompt_tokens), as seen by this router.",
+        observedCachedTokens: "Of those, tokens the replica served from its prefix cache (usage.prompt_tokens_details.cached_tokens).",
+        hotPrefixes: "Instruction prefixes whose group is currently widened because of their request rate.",
+        widenings: "Times a hot prefix's group was widened onto another replica.",
+        reloads: "Configuration reloads by result (success, failure).",
+        replicas: "Replicas in the fleet, by state (routable, unroutable).",
+    ]
+}
+
+/// The router's metrics (one set per router, so tests can run several). The families every
+/// request updates are counted per thread (`RequestTallies`); the rest live on a swift-prometheus
+/// registry: replica gauges refreshed from the shared state when the fleet changes and before
+/// each scrape, and the counters of rarer events (retries, errors, reloads).
+public final class RouterMetrics: ProxyObserver, Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let state: RouterState
+
+    final class ReplicaHandles: Sendable {
+        let inFlight: Gauge
+        let up: Gauge
+        let hitRatio: Gauge
+        let queue: Gauge
+        let running: Gauge
+        let kv: Gauge
+        let probeFailures: Counter
+        let ejections: Counter
+
+        init(registry r: PrometheusCollectorRegistry, name: String) {
+            let l = [("replica", name)]
+            self.inFlight = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.inFlight), labels: l)
+            self.up = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.replicaUp), labels: l)
+            self.hitRatio = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.hitRatio), labels: l)
+            self.queue = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.queueDepth), labels: l)
+            self.running = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.running), labels: l)
+            self.kv = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.kvUsage), labels: l)
+            self.probeFailures = r.makeCounter(descriptor: RouterMetrics.descriptor(MetricName.probeFailures), labels: l)
+            self.ejections = r.makeCounter(descriptor: RouterMetrics.descriptor(MetricName.ejections), labels: l)
+        }
+    }
+
+    struct Handles: Sendable {
+        var replicas: [String: ReplicaHandles] = [:]
+        var retries: [LabelPair: Counter] = [:]
+        var errors: [LabelPair: Counter] = [:]
+        /// Last values seen in the state, to turn totals into counter increments.
+        var lastProbeFailures: [String: Int] = [:]
+        var lastEjections: [String: Int] = [:]
+        var lastWidenings = 0
+    }
+
+    struct LabelPair: Hashable, Sendable {
+        var replica: String
+        var value: String
+    }
+
+    let handles = NIOLockedValueBox(Handles())
+    let tallies = RequestTallies(ttftBounds: RouterMetrics.ttftBuckets, durationBounds: RouterMetrics.durationBuckets)
+    let reloadSuccess: Counter
+    let reloadFailure: Counter
+    let widenings: Counter
+    let hotPrefixes: Gauge
+    let routable: Gauge
+    let unroutable: Gauge
+
+    /// Histogram bucket bounds in seconds.
+    static let ttftBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+    static let durationBuckets: [Double] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
+
+    public init(state: RouterState, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.state = state
+        self.registry = registry
+        self.reloadSuccess = registry.makeCounter(descriptor: Self.descriptor(MetricName.reloads), labels: [("result", "success")])
+        self.reloadFailure = registry.makeCounter(descriptor: Self.descriptor(MetricName.reloads), labels: [("result", "failure")])
+        self.widenings = registry.makeCounter(descriptor: Self.descriptor(MetricName.widenings))
+        self.hotPrefixes = registry.makeGauge(descriptor: Self.descriptor(MetricName.hotPrefixes))
+        self.routable = registry.makeGauge(descriptor: Self.descriptor(MetricName.replicas), labels: [("state", "routable")])
+        self.unroutable = registry.makeGauge(descriptor: Self.descriptor(MetricName.replicas), labels: [("state", "unroutable")])
+        state.observe { [weak self] fleet in self?.fleetChanged(fleet) }
+    }
+
+    static func help(_ name: String) -> String { MetricName.help[name] ?? "" }
+
+    /// The registry's description of a family: its full name and help text.
+    static func descriptor(_ name: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: Self.help(name))
+    }
+
+    // MARK: - Per request
+
+    public func requestFinished(_ s: RequestSummary) {
+        self.tallies.record(s)
+    }
+
+    public func retried(replica: String, outcome: AttemptOutcome) {
+        self.labelled(\.retries, MetricName.retries, replica: replica, label: "reason", value: outcome.kind).increment()
+    }
+
+    public func attemptFailed(replica: String, outcome: AttemptOutcome) {
+        self.labelled(\.errors, MetricName.upstreamErrors, replica: replica, label: "kind", value: outcome.kind).increment()
+    }
+
+    func labelled(_ path: WritableKeyPath<Handles, [LabelPair: Counter]>, _ name: String, replica: String, label: String, value: String) -> Counter {
+        let key = LabelPair(replica: replica, value: value)
+        return self.handles.withLockedValue { h in
+            if let c = h[keyPath: path][key] { return c }
+            let c = self.registry.makeCounter(descriptor: Self.descriptor(name), labels: [("replica", replica), (label, value)])
+            h[keyPath: path][key] = c
+            return c
+        }
+    }
+
+    public func reloaded(success: Bool) {
+        (success ? self.reloadSuccess : self.reloadFailure).increment()
+    }
+
+    // MARK: - Replicas
+
+    /// Creates series for new replicas and removes those of replicas that left.
+    func fleetChanged(_ fleet: FleetSnapshot) {
+        let names = Set(fleet.replicas.map(\.name))
+        let r = self.registry
+        self.handles.withLockedValue { h in
+            for name in fleet.replicas.map(\.name) where h.replicas[name] == nil {
+                h.replicas[name] = ReplicaHandles(registry: r, name: name)
+            }
+            for (name, handles) in h.replicas where !names.contains(name) {
+                for g in [handles.inFlight, handles.up, handles.hitRatio, handles.queue, handles.running, handles.kv] { r.unregisterGauge(g) }
+                for c in [handles.probeFailures, handles.ejections] { r.unregisterCounter(c) }
+                h.replicas[name] = nil
+                h.lastProbeFailures[name] = nil
+                h.lastEjections[name] = nil
+                for path in [\Handles.retries, \Handles.errors] {
+                    for (key, counter) in h[keyPath: path] where key.replica == name {
+                        r.unregisterCounter(counter)
+                        h[keyPath: path][key] = nil
+                    }
+                }
+            }
+        }
+        self.tallies.keep(replicas: names)
+        self.refresh()
+    }
+
+    /// Copies replica state (health, probed signals) into the gauges; runs before each scrape.
+    public func refresh() {
+        let report = self.state.replicaReport()
+        let spill = self.state.spillSummary()
+        self.handles.withLockedValue { h in
+            var routable = 0
+            for r in report {
+                if r.routable { routable += 1 }
+                guard let g = h.replicas[r.spec.name] else { continue }
+                g.up.set(to: r.routable ? 1.0 : 0.0)
+                g.inFlight.set(to: Double(r.load.inFlight))
+                let probe = r.probe
+                g.hitRatio.set(to: probe.hitRatio ?? .nan)
+                g.queue.set(to: probe.waiting.map(Double.init) ?? .nan)
+                g.running.set(to: probe.running.map(Double.init) ?? .nan)
+                g.kv.set(to: probe.kvUsage ?? .nan)
+                let failures = probe.probeFailures
+                g.probeFailures.increment(by: Int64(max(0, failures - (h.lastProbeFailures[r.spec.name] ?? 0))))
+                h.lastProbeFailures[r.spec.name] = failures
+                let ejections = r.health.ejectionsTotal
+                g.ejections.increment(by: Int64(max(0, ejections - (h.lastEjections[r.spec.name] ?? 0))))
+                h.lastEjections[r.spec.name] = ejections
+            }
+            self.routable.set(to: Double(routable))
+            self.unroutable.set(to: Double(report.count - routable))
+            self.widenings.increment(by: Int64(max(0, spill.widenings - h.lastWidenings)))
+            h.lastWidenings = spill.widenings
+            self.hotPrefixes.set(to: Double(spill.widened))
+        }
+    }
+
+    /// The exposition text.
+    public func render() -> [UInt8] {
+        self.refresh()
+        var out: [UInt8] = []
+        out.reserveCapacity(16 << 10)
+        self.registry.emit(into: &out)
+        let replicas = self.handles.withLockedValue { Array($0.replicas.keys) }
+        self.tallies.emit(into: &out, replicas: replicas, help: Self.help)
+        return out
+    }
+}
