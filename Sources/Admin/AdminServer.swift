@@ -146,7 +146,7 @@ final class AdminHandler: ChannelInboundHandler {
         let headers = head.headers
         let lookup: (String) -> String? = { headers.first(name: $0) }
         let settings = self.state.proxySettings
-        let keys = KeyExtractor.extract(api: api, body: bytes, sessionHeader: settings.keying.sessionHeader(in: lookup), rules: settings.keying)
+        let keys = KeyExtractor.extract(api: api, body: bytes, header: lookup, rules: settings.keying)
         let (decision, fleet, routing) = self.state.explain(keys, header: lookup)
         self.respond(context, head, .ok, contentType: "application/json", body: Array(decision.report(keys: keys, fleet: fleet, settings: routing).pretty.utf8))
     }

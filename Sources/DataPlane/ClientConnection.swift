@@ -6,14 +6,16 @@ import NIOHTTP1
 import RouterConfig
 import RoutingCore
 
-/// One client connection of the data plane, on raw bytes.
+/// One client connection of the data plane, on raw bytes: the shell that runs the exchange
+/// machine's actions.
 ///
-/// Reads a request head and its body (both bounded), keys the body, asks the routing core where
-/// it goes, forwards it on a pooled connection of the same event loop, and relays the answer as
-/// it arrives: body bytes pass from the replica's socket to the client's as buffer slices, and a
-/// slow client pauses reading from the replica. A connect error, a reset or a 5xx before the
-/// first byte is retried on the next candidate within the retry budget; after the first byte
-/// nothing is retried and a stream ends with an SSE error event.
+/// It parses request heads and bodies (both bounded), tells the `ExchangeMachine` what happened
+/// and does what the machine answers: key and place the request (the routing core), lease a
+/// connection from the loop's upstream transport, write the request, relay the answer as it
+/// arrives (body bytes pass from the replica's socket to the client's as buffer slices, and a
+/// slow client pauses reading from the replica), end attempts (load and health), answer with
+/// the router's own errors. Every decision (retry or not, framing, how a broken stream ends,
+/// when to close) is the machine's.
 ///
 /// It speaks HTTP/1.1 itself rather than through NIO's codec: a proxy copies heads through
 /// almost unchanged, so it keeps them as bytes plus ranges and never builds header objects,
@@ -23,25 +25,15 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     typealias OutboundOut = ByteBuffer
 
     let state: RouterState
-    let pools: UpstreamPools
+    let loops: LoopResourceRegistry
     let models: ModelsCache
     let observer: any ProxyObserver
-    var pool: UpstreamPool?
+    var loop: LoopResources?
     var context: ChannelHandlerContext?
     var settings: ProxySettings
     var settingsVersion: Int
+    var machine: ExchangeMachine
 
-    enum Phase {
-        /// Waiting for a request head.
-        case idle
-        /// Head in, reading the body.
-        case receiving
-        /// The request is with a replica (or being answered locally).
-        case working
-        case closed
-    }
-
-    var phase = Phase.idle
     var exchange: Exchange?
     /// Client bytes not consumed yet (a partial head or body, or a pipelined request).
     var inbound: ByteBuffer?
@@ -49,33 +41,54 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     var bodyReader = BodyReader.none
     /// When the client must have sent its head (or body) by, or the idle connection closes.
     var clientDeadline: NIODeadline?
-    /// Graceful shutdown: close after the current response.
-    var quiescing = false
     /// Reading from the client is paused while a pipelined request waits.
     var readingPaused = false
     /// The client's address, formatted once per connection.
     var remote: String?
+    /// The replica's response head while the machine decides on it (a retry may be asked first).
+    var responseHead: HTTP1Head?
 
     /// Pipelined bytes buffered while a request is in progress before reading pauses.
     static let pipelineBufferLimit = 64 << 10
     /// Bodies up to this size are copied next to their head and written together.
     static let coalesceBytes = 16 << 10
 
-    init(state: RouterState, pools: UpstreamPools, models: ModelsCache, observer: any ProxyObserver) {
+    init(state: RouterState, loops: LoopResourceRegistry, models: ModelsCache, observer: any ProxyObserver) {
         self.state = state
-        self.pools = pools
+        self.loops = loops
         self.models = models
         self.observer = observer
-        (self.settings, self.settingsVersion) = state.proxySettingsVersioned
-        self.parser = HTTP1HeadParser(kind: .request, maxBytes: self.settings.limits.maxHeaderBytes)
+        let (settings, version) = state.proxySettingsVersioned
+        self.settings = settings
+        self.settingsVersion = version
+        self.machine = ExchangeMachine(settings: Self.machineSettings(settings))
+        self.parser = HTTP1HeadParser(kind: .request, maxBytes: settings.limits.maxHeaderBytes)
     }
 
-    // MARK: - Connection
+    static func machineSettings(_ s: ProxySettings) -> ExchangeMachine.Settings {
+        ExchangeMachine.Settings(
+            retry: RetrySettings(retries: s.upstream.retries, budget: s.upstream.retryBudget, minPerSecond: s.upstream.retryMinPerSecond),
+            maxBodyBytes: s.limits.maxBodyBytes
+        )
+    }
+
+    var poolSettings: UpstreamPoolSettings {
+        let u = self.settings.upstream
+        return UpstreamPoolSettings(
+            connectTimeout: u.connectTimeout,
+            maxPerLoop: max(1, u.maxConnectionsPerReplica / max(1, self.settings.eventLoops)),
+            keepAliveSeconds: u.keepAliveSeconds,
+            maxResponseHeadBytes: u.maxResponseHeadBytes
+        )
+    }
+
+    // MARK: - Connection events
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.pool = self.pools.pool(for: context.eventLoop)
-        self.pools.sweeper(for: context.eventLoop).register(self)
+        let loop = self.loops.resources(for: context.eventLoop)
+        self.loop = loop
+        loop.sweeper.register(self)
         self.remote = context.channel.remoteAddress?.ipAddress
         self.armClient(self.settings.limits.headerTimeout)
     }
@@ -85,26 +98,15 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.phase = .closed
         self.clientDeadline = nil
         self.inbound = nil
-        if let x = self.exchange {
-            // The client left: cancel the replica's work by dropping its connection.
-            x.summary.clientGone = true
-            self.dropConnection(x)
-            if let placement = x.placement { self.endAttempt(x, placement, .clientGone) }
-            self.complete(x, status: x.summary.status == 0 ? 499 : x.summary.status)
-        }
+        self.run(self.machine.clientGone())
         context.fireChannelInactive()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // Back-pressure: read from the replica only as fast as the client takes it.
-        if let conn = self.exchange?.connection {
-            let writable = context.channel.isWritable
-            conn.channel.setAutoRead(writable)
-            if writable { conn.channel.read() }
-        }
+        self.exchange?.lease?.setReading(context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
 
@@ -118,11 +120,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             return
         }
         // Graceful shutdown: an idle connection closes now, a busy one after its response.
-        self.quiescing = true
-        if self.phase == .idle, (self.inbound?.readableBytes ?? 0) == 0 {
-            context.flush()  // a response that just ended may still wait for the loop's batched flush
-            context.close(promise: nil)
-        }
+        self.run(self.machine.quiesce(buffered: (self.inbound?.readableBytes ?? 0) > 0))
     }
 
     /// Client-side deadline: the head (slow-loris guard), the body, or an idle keep-alive connection.
@@ -132,31 +130,19 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
 
     /// Called by the loop's sweeper: enforces every deadline of this connection (false once it closed).
     func checkDeadlines(now: NIODeadline) -> Bool {
-        guard let context else { return false }
+        guard self.context != nil else { return false }
         if let deadline = self.clientDeadline, now >= deadline {
             self.clientDeadline = nil
-            switch self.phase {
-            case .idle where (self.inbound?.readableBytes ?? 0) == 0:
-                context.flush()
-                context.close(promise: nil)
-            case .idle, .receiving:
-                self.exchange = self.exchange ?? Exchange(head: nil, started: now, remote: self.remote, requestID: self.newRequestID())
-                self.respondLocal(ProxyError.requestTimeout(), close: true)
-            default:
-                break
-            }
+            self.run(self.machine.clientDeadline(buffered: (self.inbound?.readableBytes ?? 0) > 0))
         }
-        guard let x = self.exchange, x.connection != nil, let placement = x.placement else { return true }
-        if !x.responseStarted {
+        guard let x = self.exchange, x.lease != nil else { return true }
+        if !self.machine.responseStarted {
             if let deadline = x.firstByteDeadline, now >= deadline {
-                self.dropConnection(x)
-                self.attemptFailed(x, .timeout, reason: "no response within first_byte_timeout", retry: false)
+                x.detail = "no response within upstream.first_byte_timeout"
+                self.run(self.machine.firstByteTimeout())
             }
         } else if now - x.lastActivity >= .nanoseconds(Int64(self.settings.upstream.idleTimeout * 1e9)) {
-            self.dropConnection(x)
-            x.summary.upstreamErrors.append("idle timeout")
-            self.endAttempt(x, placement, .timeout)
-            self.failMidStream(x, ProxyError.gatewayTimeout("no data from the replica for \(Int(self.settings.upstream.idleTimeout)) s"))
+            self.run(self.machine.upstreamSilent())
         }
         return true
     }
@@ -170,25 +156,27 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             pending.writeBuffer(&incoming)
             self.inbound = pending
         } else {
-            if self.phase == .idle { self.armClient(self.settings.limits.headerTimeout) }
+            if self.machine.phase == .idle { self.armClient(self.settings.limits.headerTimeout) }
             self.inbound = incoming
         }
         self.process()
     }
 
-    /// Parses what the client sent as far as the current phase allows.
+    /// Parses what the client sent as far as the machine's phase allows.
     func process() {
         while let context, var bytes = self.inbound, bytes.readableBytes > 0 {
             self.inbound = nil
             defer { if bytes.readableBytes > 0 { self.inbound = bytes } }
-            switch self.phase {
+            switch self.machine.phase {
             case .idle:
                 let head: HTTP1Head
                 do {
                     guard let parsed = try self.parser.parse(&bytes) else { return }
                     head = parsed
                 } catch {
-                    self.rejectMalformed(error)
+                    self.exchange = self.exchange ?? self.newExchange(head: nil)
+                    self.exchange?.detail = error.description
+                    self.run(self.machine.malformed(status: error.status))
                     return
                 }
                 self.requestHead(context, head, buffered: bytes.readableBytes)
@@ -198,18 +186,14 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                 do {
                     done = try self.bodyReader.read(&bytes) { piece in x.appendBody(piece) }
                 } catch {
-                    self.rejectMalformed(error)
+                    x.detail = error.description
+                    self.run(self.machine.malformed(status: error.status))
                     return
                 }
-                if x.body.readableBytes > self.settings.limits.maxBodyBytes {
-                    self.respondLocal(ProxyError.bodyTooLarge(limit: self.settings.limits.maxBodyBytes), close: true)
-                    return
-                }
-                guard done else { return }
-                self.clientDeadline = nil
-                self.phase = .working
                 x.summary.requestBytes = x.body.readableBytes
-                self.dispatch(x)
+                let action = self.machine.bodyReceived(total: x.body.readableBytes, complete: done)
+                if self.machine.phase != .receiving { self.clientDeadline = nil }
+                self.run(action)
             case .working:
                 // A pipelined request waits for the current answer; beyond a bound, stop reading.
                 if bytes.readableBytes > Self.pipelineBufferLimit, !self.readingPaused {
@@ -224,205 +208,242 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         }
     }
 
-    /// A generated id, for a request without a usable `X-Request-Id` of its own.
-    func newRequestID() -> RequestID {
-        self.pool?.requestIDs.next() ?? .generated(UInt64.random(in: .min ... .max))
-    }
-
-    /// A head or body the parser refused: answer its status and close (framing is lost).
-    func rejectMalformed(_ error: HTTP1ParseError) {
-        self.exchange = self.exchange ?? Exchange(head: nil, started: .now(), remote: self.remote, requestID: self.newRequestID())
-        self.respondLocal(ProxyError.malformed(status: error.status, error.description), close: true)
+    func newExchange(head: HTTP1Head?) -> Exchange {
+        let id = head.flatMap(RequestID.fromClient) ?? self.loop?.requestIDs.next() ?? .generated(UInt64.random(in: .min ... .max))
+        return Exchange(head: head, started: .now(), remote: self.remote, requestID: id)
     }
 
     func requestHead(_ context: ChannelHandlerContext, _ head: HTTP1Head, buffered: Int) {
         if self.state.settingsVersion != self.settingsVersion {
             (self.settings, self.settingsVersion) = self.state.proxySettingsVersioned
+            self.machine.settings = Self.machineSettings(self.settings)
         }
-        let x = Exchange(head: head, started: .now(), remote: self.remote, requestID: RequestID.fromClient(head) ?? self.newRequestID())
+        let x = self.newExchange(head: head)
         self.exchange = x
-        self.phase = .receiving
-        let limit = self.settings.limits.maxBodyBytes
-        if let length = head.contentLength {
-            if length > limit {
-                self.respondLocal(ProxyError.bodyTooLarge(limit: limit), close: true)
-                return
-            }
-            x.expectedBodyBytes = length
-        }
         self.bodyReader = BodyReader.request(head)
-        if head.expectContinue, !self.bodyReader.isComplete, buffered == 0 {
-            context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
-        }
-        self.armClient(self.settings.limits.bodyTimeout)
-        if self.bodyReader.isComplete {
-            self.clientDeadline = nil
-            self.phase = .working
-            self.dispatch(x)
+        x.expectedBodyBytes = head.contentLength ?? 0
+        let action = self.machine.requestHead(
+            ExchangeMachine.RequestStart(
+                contentLength: head.contentLength,
+                bodyComplete: self.bodyReader.isComplete,
+                keepAlive: head.isKeepAlive,
+                minorVersion: head.minorVersion,
+                isHead: head.methodIs("HEAD"),
+                expectsContinue: head.expectContinue && buffered == 0
+            )
+        )
+        if self.machine.phase == .receiving { self.armClient(self.settings.limits.bodyTimeout) } else { self.clientDeadline = nil }
+        self.run(action)
+    }
+
+    // MARK: - Running the machine's actions
+
+    func run(_ action: ExchangeMachine.Action) {
+        switch action {
+        case .none:
+            break
+        case .sendContinue:
+            self.context?.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+        case .route:
+            self.dispatch()
+        case .connect(let fresh):
+            self.connect(fresh: fresh)
+        case .sendRequest:
+            self.sendRequest()
+        case .retry(let outcome):
+            self.retry(after: outcome)
+        case .reconnect:
+            self.reconnect()
+        case .forwardHead(let plan):
+            self.forwardHead(plan)
+        case .finishResponse(let outcome, let close):
+            self.finishResponse(outcome: outcome, close: close)
+        case .respond(let error, let close, let endAttempt):
+            self.respond(error, close: close, endAttempt: endAttempt)
+        case .endMidStream(let error, let sseEvent, let close, let endAttempt):
+            self.endMidStream(error, sseEvent: sseEvent, close: close, endAttempt: endAttempt)
+        case .abandon(let endAttempt):
+            self.abandon(endAttempt: endAttempt)
+        case .close:
+            if let context = self.context {
+                context.flush()  // a response that just ended may still wait for the loop's batched flush
+                context.close(promise: nil)
+            }
         }
     }
 
     // MARK: - Routing
 
-    func dispatch(_ x: Exchange) {
-        guard let head = x.head else { return }
+    /// Keys and places the request (`.route`), or answers it locally.
+    func dispatch() {
+        guard let x = self.exchange, let head = x.head else { return }
+        let method: RequestMethod = head.methodIs("POST") ? .post : head.methodIs("GET") ? .get : .other
         let path = head.path
-        let api = Self.api(head, path)
-        let isPost = head.methodIs("POST")
-        switch (isPost, api) {
-        case (true, .some(let api)):
-            x.api = api
-            x.summary.route = api.rawValue
-            x.summary.path = api.path
-        case (false, .some(let api)):
-            x.summary.route = "local"
-            x.summary.path = api.path
-            self.respondLocal(ProxyError.methodNotAllowed(head.methodString, api.path), close: false)
-            return
-        case (_, .none):
-            x.summary.path = head.string(path)
-            if head.equals(path, "/v1/models", ignoringCase: false), head.methodIs("GET") {
-                x.summary.route = "models"
-                self.mergedModels(x)
-                return
-            }
-            if head.equals(path, "/health", ignoringCase: false) || head.equals(path, "/healthz", ignoringCase: false) {
-                x.summary.route = "local"
-                let ok = self.state.fleet.routableCount > 0
-                self.respondJSON(ok ? .ok : .serviceUnavailable, .object(["status": .string(ok ? "ok" : "no healthy replica")]), close: false)
-                return
-            }
-            guard x.summary.path.hasPrefix("/v1/") else {
-                x.summary.route = "local"
-                self.respondLocal(ProxyError.notFound(x.summary.path), close: false)
-                return
-            }
-            x.summary.route = "other"
-        }
+        let route = RequestRoute(method: method, path: head.bytes[path])
+        x.route = route
+        x.summary.route = route.label
         // A local function, not a closure value: passed as a non-escaping argument it allocates nothing.
         func lookup(_ name: String) -> String? { head.value(named: name) }
         let keys: Result<RequestKeys, KeyError>
-        if let api = x.api {
+        switch route {
+        case .keyed(let api):
+            x.summary.path = api.path
             let rules = self.settings.keying
-            let sessionHeader = rules.sessionHeader(in: lookup)
-            keys = x.body.withUnsafeReadableBytes { KeyExtractor.extract(api: api, body: $0, sessionHeader: sessionHeader, rules: rules) }
+            keys = x.body.withUnsafeReadableBytes { KeyExtractor.extract(api: api, body: $0, header: lookup, rules: rules) }
             if case .success(let k) = keys { x.summary.promptTokensEstimate = k.promptTokens(bytesPerToken: rules.bytesPerToken) }
-        } else {
+        case .methodNotAllowed(let api):
+            x.summary.path = api.path
+            self.answer(x, ProxyError.methodNotAllowed(head.methodString, api.path))
+            return
+        case .models:
+            x.summary.path = head.string(path)
+            self.mergedModels(x)
+            return
+        case .health:
+            x.summary.path = head.string(path)
+            let ok = self.state.fleet.routableCount > 0
+            self.answer(x, status: ok ? .ok : .serviceUnavailable, json: .object(["status": .string(ok ? "ok" : "no healthy replica")]))
+            return
+        case .notFound:
+            x.summary.path = head.string(path)
+            self.answer(x, ProxyError.notFound(x.summary.path))
+            return
+        case .forward:
+            x.summary.path = head.string(path)
             keys = .failure(KeyError(.invalidField, "\(x.summary.path) is routed without keys"))
         }
         x.keys = keys
-        let (decision, placement) = self.state.route(keys, header: lookup)
-        guard let placement else {
-            self.respondLocal(ProxyError.noReplica(decision.reason(in: self.state.fleet)), close: false)
-            return
+        switch self.state.route(keys, header: lookup) {
+        case .placed(let placement):
+            x.placement = placement
+            self.run(self.machine.placed())
+        case .unplaced(let reason):
+            x.detail = reason
+            self.run(self.machine.noReplica())
         }
-        self.send(x, placement)
     }
 
-    /// The routed API of a path, compared as bytes (a trailing slash is tolerated).
-    static func api(_ head: HTTP1Head, _ path: Range<Int>) -> RequestAPI? {
-        var path = path
-        if path.count > 1, head.bytes[path.upperBound - 1] == UInt8(ascii: "/") { path = path.lowerBound..<(path.upperBound - 1) }
-        switch path.count {
-        case 20 where head.equals(path, "/v1/chat/completions", ignoringCase: false): return .chat
-        case 15 where head.equals(path, "/v1/completions", ignoringCase: false): return .completions
-        case 9 where head.equals(path, "/generate", ignoringCase: false): return .generate
-        default: return nil
-        }
+    /// Answers the request with a local JSON document.
+    func answer(_ x: Exchange, status: HTTPResponseStatus, json: JSONValue) {
+        var bytes: [UInt8] = []
+        json.write(to: &bytes)
+        x.localAnswer = (Int(status.code), bytes, nil)
+        self.run(self.machine.answerLocally())
+    }
+
+    /// Answers the request with a local error.
+    func answer(_ x: Exchange, _ error: ProxyError) {
+        x.localAnswer = (Int(error.status.code), error.body, error.retryAfter)
+        self.run(self.machine.answerLocally())
     }
 
     // MARK: - Upstream
 
-    func send(_ x: Exchange, _ placement: Placement, freshConnection: Bool = false) {
-        guard let pool = self.pool, let context else { return }
-        x.placement = placement
-        x.attempts += 1
+    /// Leases a connection to the placement's replica (`.connect`).
+    func connect(fresh: Bool) {
+        guard let x = self.exchange, let placement = x.placement, let loop = self.loop else { return }
         x.summary.replica = placement.replicaName
         x.summary.tier = placement.decision.tier
-        x.summary.attempts = x.attempts
-        let endpoint = placement.endpoint
-        guard let url = endpoint.url else { return }
-        let key = UpstreamKey(host: url.host, port: url.port)
-        if !freshConnection, let conn = pool.takeIdle(key) {
-            self.start(x, conn, endpoint, context: context)
-            return
-        }
-        let upstream = self.settings.upstream
-        let maxPerLoop = max(1, upstream.maxConnectionsPerReplica / max(1, self.settings.eventLoops))
-        let acquired = freshConnection
-            ? pool.connectFresh(key, connectTimeout: upstream.connectTimeout)
-            : pool.acquire(key, connectTimeout: upstream.connectTimeout, maxPerLoop: maxPerLoop)
-        // Captured strongly (a weak capture costs every client connection a side table): the
-        // future always completes, by the connect timeout at the latest.
-        acquired.assumeIsolated().whenComplete { result in
-            guard self.exchange === x, x.placement === placement else {
-                if case .success(let conn) = result { pool.release(conn, keepAliveSeconds: upstream.keepAliveSeconds) }
-                return
-            }
-            switch result {
-            case .success(let conn):
-                self.start(x, conn, endpoint, context: context)
-            case .failure(let error):
-                self.attemptFailed(x, .connectFailure, reason: "\(error)")
+        x.summary.attempts = self.machine.attempts
+        switch loop.transport.lease(placement.endpoint, fresh: fresh, settings: self.poolSettings) {
+        case .ready(let lease):
+            self.leased(x, lease)
+        case .failed(let error):
+            x.detail = error.description
+            self.run(self.machine.connectFailed())
+        case .pending(let future):
+            // Captured strongly (a weak capture costs every client connection a side table): the
+            // future always completes, by the connect timeout at the latest.
+            future.assumeIsolated().whenComplete { result in
+                guard self.exchange === x, x.placement === placement else {
+                    if case .success(let lease) = result { lease.release() }
+                    return
+                }
+                switch result {
+                case .success(let lease):
+                    self.leased(x, lease)
+                case .failure(let error):
+                    x.detail = "\(error)"
+                    self.run(self.machine.connectFailed())
+                }
             }
         }
     }
 
-    func start(_ x: Exchange, _ conn: UpstreamConnection, _ endpoint: ReplicaEndpoint, context: ChannelHandlerContext) {
-        guard let head = x.head else { return }
-        x.connection = conn
-        x.reused = conn.uses > 0
-        conn.handler.delegate = self
-        if !context.channel.isWritable { conn.channel.setAutoRead(false) }
+    func leased(_ x: Exchange, _ lease: any UpstreamLease) {
+        x.lease = lease
+        self.run(self.machine.connected(reused: lease.reused))
+    }
+
+    /// Writes the request to the leased connection (`.sendRequest`).
+    func sendRequest() {
+        guard let x = self.exchange, let head = x.head, let lease = x.lease, let placement = x.placement, let context else { return }
+        if !context.channel.isWritable { lease.setReading(false) }
         // A small body goes out in the same buffer as the head: one write instead of two.
         let coalesce = x.body.readableBytes <= Self.coalesceBytes
-        let buffers = self.pool?.buffers
+        let buffers = self.loop?.buffers
         var requestHead = buffers?.take(capacity: 0, allocator: context.channel.allocator) ?? ByteBuffer()
         ProxyHeads.upstreamRequest(
-            head, endpoint: endpoint, client: x.remote, requestID: x.requestID, bodyLength: x.body.readableBytes,
+            head, endpoint: placement.endpoint, client: x.remote, requestID: x.requestID, bodyLength: x.body.readableBytes,
             reserve: coalesce ? x.body.readableBytes : 0, into: &requestHead)
         if coalesce {
             requestHead.writeImmutableBuffer(x.body)
-            conn.handler.send(head: requestHead, body: nil, isHead: head.methodIs("HEAD"))
+            lease.send(head: requestHead, body: nil, isHead: head.methodIs("HEAD"), to: self)
         } else {
-            conn.handler.send(head: requestHead, body: x.body, isHead: head.methodIs("HEAD"))
+            lease.send(head: requestHead, body: x.body, isHead: head.methodIs("HEAD"), to: self)
         }
         buffers?.give(requestHead)
         x.firstByteDeadline = .now() + .nanoseconds(Int64(self.settings.upstream.firstByteTimeout * 1e9))
     }
 
-    func upstreamHead(_ response: HTTP1Head) {
-        guard let x = self.exchange, let head = x.head, let context, let placement = x.placement, !x.responseStarted else { return }
-        if response.status >= 500, x.attempts <= self.settings.upstream.retries,
-            let next = self.state.retry(after: placement, excluding: x.failed, keys: try? x.keys?.get())
-        {
-            // Retry before the first byte reached the client: the replica's answer is dropped.
-            self.dropConnection(x)
-            x.summary.upstreamErrors.append("\(response.status)")
-            x.failed.append(placement.replicaName)
-            self.endAttempt(x, placement, .serverError(response.status))
-            self.observer.retried(replica: placement.replicaName, outcome: .serverError(response.status))
-            self.send(x, next)
+    /// Asks the routing core for another replica (`.retry`).
+    func retry(after outcome: AttemptOutcome) {
+        guard let x = self.exchange, let current = x.placement else { return }
+        x.failed.append(current.replicaName)
+        guard let next = self.state.retry(after: current, excluding: x.failed, keys: try? x.keys?.get()) else {
+            self.run(self.machine.retryRefused())
             return
         }
-        x.responseStarted = true
+        self.endAttempt(x, outcome)
+        self.observer.retried(replica: current.replicaName, outcome: outcome)
+        x.placement = next
+        self.run(self.machine.retryGranted())
+    }
+
+    /// Places the request again on the same replica, on a fresh connection (`.reconnect`).
+    func reconnect() {
+        guard let x = self.exchange, let current = x.placement else { return }
+        self.endAttempt(x, .staleConnection)
+        x.placement = self.state.again(current, keys: try? x.keys?.get())
+        self.connect(fresh: true)
+    }
+
+    func upstreamHead(_ response: HTTP1Head) {
+        guard let x = self.exchange, x.placement != nil else { return }
+        let isSSE = response.first(.contentType).map { response.equalsPrefix($0.value, "text/event-stream") } ?? false
+        self.responseHead = response
+        defer { self.responseHead = nil }
+        self.run(
+            self.machine.upstreamHead(status: response.status, chunked: response.chunked, contentLength: response.contentLength, isSSE: isSSE))
+    }
+
+    /// Prepares the client's response head from the replica's (`.forwardHead`).
+    func forwardHead(_ plan: ExchangeMachine.ResponsePlan) {
+        guard let x = self.exchange, let head = x.head, let response = self.responseHead, let placement = x.placement, let context else { return }
+        x.plan = plan
         // Prefill is over: recorded when this read ends unless the answer ends first (then
         // `finish` accounts for it, one lock fewer for every answer that fits one read).
         x.firstBytePending = true
         x.firstByteAt = .now()
         x.lastActivity = x.firstByteAt!
-        x.summary.status = response.status
-        x.isSSE = response.first(.contentType).map { response.equalsPrefix($0.value, "text/event-stream") } ?? false
-        x.summary.streamed = x.isSSE
-        let framing = ProxyHeads.clientFraming(request: head, response: response)
-        x.framing = framing
-        x.closeAfter = !head.isKeepAlive || framing == .close || self.quiescing
-        var out = self.pool?.buffers.take(capacity: 0, allocator: context.channel.allocator) ?? ByteBuffer()
+        x.summary.status = plan.status
+        x.summary.streamed = plan.isSSE
+        var out = self.loop?.buffers.take(capacity: 0, allocator: context.channel.allocator) ?? ByteBuffer()
         ProxyHeads.clientResponse(
             response,
             request: head,
-            framing: framing,
-            close: x.closeAfter,
+            framing: plan.framing,
+            close: plan.close,
             endpoint: placement.endpoint,
             tier: placement.decision.tier,
             requestID: x.requestID,
@@ -438,17 +459,17 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if let head = x.heldHead {
             x.heldHead = nil
             context.write(Self.wrapOutboundOut(head), promise: nil)
-            self.pool?.buffers.give(head)
+            self.loop?.buffers.give(head)
         }
     }
 
     func upstreamBody(_ piece: ByteBuffer) {
-        guard let x = self.exchange, x.responseStarted, let context else { return }
+        guard let x = self.exchange, let plan = x.plan, let context else { return }
         x.lastActivity = .now()
         if x.firstBodyAt == nil { x.firstBodyAt = x.lastActivity }
         x.summary.responseBytes += piece.readableBytes
-        if x.api != nil { x.usage.feed(piece) }
-        switch x.framing {
+        if case .keyed = x.route { x.usage.feed(piece) }
+        switch plan.framing {
         case .none:
             break
         case .length, .close:
@@ -456,13 +477,13 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                 x.heldHead = nil
                 head.writeImmutableBuffer(piece)
                 context.write(Self.wrapOutboundOut(head), promise: nil)
-                self.pool?.buffers.give(head)
+                self.loop?.buffers.give(head)
                 return
             }
             self.releaseHead(context, x)
             context.write(Self.wrapOutboundOut(piece), promise: nil)
         case .chunked:
-            if x.isSSE {
+            if plan.isSSE {
                 // Whole events only: a failure later can then end the stream with a clean event.
                 x.events.append(piece)
                 while let ready = x.events.takeComplete(force: false) { self.writeChunk(context, ready) }
@@ -490,155 +511,159 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         self.flush(context)
     }
 
+    func upstreamEnd() {
+        self.run(self.machine.upstreamEnd())
+    }
+
+    func upstreamFailed(_ error: UpstreamError) {
+        guard let x = self.exchange else { return }
+        x.lease = nil
+        x.detail = error.description
+        self.run(self.machine.upstreamFailed())
+    }
+
     /// At the end of the loop's current batch of events (`FlushBatch`).
     func flush(_ context: ChannelHandlerContext) {
-        if let pool = self.pool { pool.flushes.flush(context) } else { context.flush() }
+        if let loop = self.loop { loop.flushes.flush(context) } else { context.flush() }
     }
 
     /// After the loop's batch of writes (`FlushBatch`): bookkeeping the client need not wait for.
     func afterFlush(_ work: @escaping () -> Void) {
-        if let pool = self.pool { pool.flushes.afterFlush(work) } else { work() }
+        if let loop = self.loop { loop.flushes.afterFlush(work) } else { work() }
     }
 
-    func upstreamEnd() {
-        guard let x = self.exchange, let context, let placement = x.placement, x.responseStarted else { return }
-        if let conn = x.connection {
-            x.connection = nil
-            if !context.channel.isWritable { conn.channel.setAutoRead(true) }
-            self.pool?.release(conn, keepAliveSeconds: self.settings.upstream.keepAliveSeconds)
-        }
-        self.endAttempt(x, placement, x.summary.status >= 500 ? .serverError(x.summary.status) : .success)
-        self.releaseHead(context, x)
-        var tail: ByteBuffer?
-        if x.framing == .chunked {
-            var end = context.channel.allocator.buffer(capacity: 64)
-            if let rest = x.events.takeComplete(force: true) { end = ProxyHeads.chunk(rest, allocator: context.channel.allocator) }
-            end.writeStaticString("0\r\n\r\n")
-            tail = end
-        }
-        self.finishResponse(context, x, last: tail, close: x.closeAfter)
-    }
+    // MARK: - Ending attempts and exchanges
 
-    func upstreamFailed(_ error: UpstreamError) {
-        guard let x = self.exchange, let placement = x.placement else { return }
-        x.connection = nil
-        if x.responseStarted {
-            // Nothing can be retried once bytes reached the client.
-            x.summary.upstreamErrors.append("broken stream")
-            self.endAttempt(x, placement, .brokenStream)
-            self.failMidStream(x, ProxyError.badGateway("replica \(placement.replicaName) failed mid-stream: \(error)"))
-            return
+    /// The current attempt ended: drop its connection if it still has one, release its load,
+    /// tell passive health and the observers.
+    func endAttempt(_ x: Exchange, _ outcome: AttemptOutcome) {
+        if let lease = x.lease {
+            x.lease = nil
+            lease.drop()
         }
-        if x.reused, !x.staleRetried {
-            // A pooled connection the replica had already closed: once more on a fresh one, same replica.
-            x.staleRetried = true
-            self.endAttempt(x, placement, .staleConnection)
-            let again = self.state.again(placement, keys: try? x.keys?.get())
-            x.attempts -= 1
-            self.send(x, again, freshConnection: true)
-            return
-        }
-        self.attemptFailed(x, .connectFailure, reason: error.description)
-    }
-
-    /// The current attempt failed before the first byte: retry elsewhere, or answer with an error.
-    func attemptFailed(_ x: Exchange, _ outcome: AttemptOutcome, reason: String, retry: Bool = true) {
         guard let placement = x.placement else { return }
-        x.summary.upstreamErrors.append(outcome == .timeout ? "timeout" : "connect")
-        self.endAttempt(x, placement, outcome)
-        let name = placement.replicaName
-        x.failed.append(name)
-        if retry, x.attempts <= self.settings.upstream.retries,
-            let next = self.state.retry(after: placement, excluding: x.failed, keys: try? x.keys?.get())
-        {
-            self.observer.retried(replica: name, outcome: outcome)
-            self.send(x, next)
-            return
-        }
-        let error = outcome == .timeout
-            ? ProxyError.gatewayTimeout("replica \(name) did not answer within \(Int(self.settings.upstream.firstByteTimeout)) s")
-            : ProxyError.badGateway("replica \(name) failed (\(reason)) after \(x.attempts) attempt(s)")
-        self.respondLocal(error, close: false)
-    }
-
-    /// One attempt on a replica ended: release its load and tell passive health.
-    func endAttempt(_ x: Exchange, _ placement: Placement, _ outcome: AttemptOutcome) {
-        guard x.placement === placement else { return }
+        x.placement = nil
         if outcome == .success {
             // An answer that went well: its load is released once the answer is out. A failure is
             // accounted at once (a retry decides next, and passive health must count it).
             let state = self.state
             self.afterFlush { state.finish(placement, outcome: .success) }
-        } else {
-            self.state.finish(placement, outcome: outcome)
-        }
-        if outcome.isFailure { self.observer.attemptFailed(replica: placement.replicaName, outcome: outcome) }
-        x.placement = nil
-    }
-
-    func dropConnection(_ x: Exchange) {
-        if let conn = x.connection {
-            conn.handler.delegate = nil
-            conn.channel.close(promise: nil)
-            x.connection = nil
-        }
-    }
-
-    // MARK: - Answering
-
-    /// A stream that already started ends with an SSE error event; any other body is cut (close).
-    func failMidStream(_ x: Exchange, _ error: ProxyError) {
-        guard let context else { return }
-        self.releaseHead(context, x)
-        guard x.isSSE, x.framing == .chunked || x.framing == .close else {
-            self.complete(x, status: x.summary.status)
-            self.phase = .closed
-            context.flush()
-            context.close(promise: nil)
             return
         }
-        let event = context.channel.allocator.buffer(bytes: error.sseEvent)
+        self.state.finish(placement, outcome: outcome)
+        if outcome.isFailure {
+            if case .serverError(let status) = outcome {
+                x.summary.upstreamErrors.append(String(status))
+            } else {
+                x.summary.upstreamErrors.append(outcome.kind)
+            }
+            self.observer.attemptFailed(replica: placement.replicaName, outcome: outcome)
+        }
+    }
+
+    /// The replica's answer is complete (`.finishResponse`).
+    func finishResponse(outcome: AttemptOutcome, close: Bool) {
+        guard let x = self.exchange, let context else { return }
+        if let lease = x.lease {
+            x.lease = nil
+            lease.release()
+        }
+        self.endAttempt(x, outcome)
+        self.releaseHead(context, x)
+        var tail: ByteBuffer?
+        if x.plan?.framing == .chunked {
+            var end = context.channel.allocator.buffer(capacity: 64)
+            if let rest = x.events.takeComplete(force: true) { end = ProxyHeads.chunk(rest, allocator: context.channel.allocator) }
+            end.writeStaticString("0\r\n\r\n")
+            tail = end
+        }
+        self.finishExchange(context, x, last: tail, close: close)
+    }
+
+    /// The router's own answer (`.respond`).
+    func respond(_ error: ExchangeMachine.LocalError?, close: Bool, endAttempt: AttemptOutcome?) {
+        guard let context else { return }
+        let x = self.exchange ?? self.newExchange(head: nil)
+        self.exchange = x
+        if let endAttempt { self.endAttempt(x, endAttempt) }
+        let status: Int
+        let body: [UInt8]
+        let retryAfter: Int?
+        if let error {
+            let e = self.proxyError(error, x)
+            (status, body, retryAfter) = (Int(e.status.code), e.body, e.retryAfter)
+        } else if let local = x.localAnswer {
+            (status, body, retryAfter) = local
+        } else {
+            (status, body, retryAfter) = (500, ProxyError.badGateway("no answer").body, nil)
+        }
+        x.summary.status = status
+        let out = ProxyHeads.localResponse(
+            HTTPResponseStatus(statusCode: status), body: body, retryAfter: retryAfter, close: close, request: x.head, requestID: x.requestID,
+            allocator: context.channel.allocator)
+        self.finishExchange(context, x, last: out, close: close)
+    }
+
+    /// An answer that started cannot become an error (`.endMidStream`).
+    func endMidStream(_ error: ExchangeMachine.LocalError, sseEvent: Bool, close: Bool, endAttempt: AttemptOutcome?) {
+        guard let x = self.exchange, let context else { return }
+        if let endAttempt { self.endAttempt(x, endAttempt) }
+        self.releaseHead(context, x)
+        guard sseEvent else {
+            self.finishExchange(context, x, last: nil, close: true)
+            return
+        }
+        let event = context.channel.allocator.buffer(bytes: self.proxyError(error, x).sseEvent)
         var last: ByteBuffer
-        if x.framing == .chunked {
+        if x.plan?.framing == .chunked {
             // Complete events already went out; a partial one is dropped rather than corrupted.
             last = ProxyHeads.chunk(event, allocator: context.channel.allocator)
             last.writeStaticString("0\r\n\r\n")
         } else {
             last = event
         }
-        self.finishResponse(context, x, last: last, close: x.closeAfter)
+        self.finishExchange(context, x, last: last, close: close)
     }
 
-    func respondLocal(_ error: ProxyError, close: Bool) {
-        self.respond(error.status, body: error.body, retryAfter: error.retryAfter, close: close)
-    }
-
-    func respondJSON(_ status: HTTPResponseStatus, _ value: JSONValue, close: Bool) {
-        var bytes: [UInt8] = []
-        value.write(to: &bytes)
-        self.respond(status, body: bytes, retryAfter: nil, close: close)
-    }
-
-    func respond(_ status: HTTPResponseStatus, body: [UInt8], retryAfter: Int?, close: Bool) {
-        guard let context, let x = self.exchange else { return }
-        if x.responseStarted {
-            self.failMidStream(x, ProxyError.badGateway("\(status)"))
-            return
+    /// The client left (`.abandon`).
+    func abandon(endAttempt: AttemptOutcome?) {
+        guard let x = self.exchange else { return }
+        x.summary.clientGone = true
+        if let lease = x.lease {
+            // Cancels the replica's work by dropping its connection.
+            x.lease = nil
+            lease.drop()
         }
-        x.responseStarted = true
-        x.summary.status = Int(status.code)
-        let closing = close || self.quiescing || !(x.head?.isKeepAlive ?? false)
-        let out = ProxyHeads.localResponse(
-            status, body: body, retryAfter: retryAfter, close: closing, request: x.head, requestID: x.requestID, allocator: context.channel.allocator)
-        self.finishResponse(context, x, last: out, close: closing)
+        if let endAttempt { self.endAttempt(x, endAttempt) }
+        self.complete(x, status: x.summary.status == 0 ? 499 : x.summary.status)
     }
 
-    /// Ends the current exchange: reports it, writes the last bytes, then closes or reads the next request.
-    func finishResponse(_ context: ChannelHandlerContext, _ x: Exchange, last: ByteBuffer?, close: Bool) {
+    /// The words of an error the router answers with.
+    func proxyError(_ error: ExchangeMachine.LocalError, _ x: Exchange) -> ProxyError {
+        let replica = x.summary.replica ?? "?"
+        switch error {
+        case .bodyTooLarge:
+            return .bodyTooLarge(limit: self.settings.limits.maxBodyBytes)
+        case .malformed(let status):
+            return .malformed(status: status, x.detail ?? "malformed request")
+        case .requestTimeout:
+            return .requestTimeout()
+        case .noReplica:
+            return .noReplica(x.detail ?? "no healthy replica")
+        case .badGateway:
+            if self.machine.responseStarted { return .badGateway("replica \(replica) failed mid-stream: \(x.detail ?? "connection lost")") }
+            return .badGateway("replica \(replica) failed (\(x.detail ?? "connection lost")) after \(self.machine.attempts) attempt(s)")
+        case .gatewayTimeout:
+            if self.machine.responseStarted { return .gatewayTimeout("no data from the replica for \(Int(self.settings.upstream.idleTimeout)) s") }
+            return .gatewayTimeout("replica \(replica) did not answer within \(Int(self.settings.upstream.firstByteTimeout)) s")
+        }
+    }
+
+    /// Ends the current exchange: reports it, writes the last bytes, then closes or reads the next
+    /// request (the machine has moved to `closed` or `idle`).
+    func finishExchange(_ context: ChannelHandlerContext, _ x: Exchange, last: ByteBuffer?, close: Bool) {
         self.complete(x, status: x.summary.status)
-        let closing = close || self.quiescing || self.phase == .closed
-        if closing {
-            self.phase = .closed
+        if close {
             self.inbound = nil
             let channel = context.channel
             context.writeAndFlush(Self.wrapOutboundOut(last ?? ByteBuffer())).assumeIsolated().whenComplete { _ in
@@ -648,7 +673,6 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         }
         if let last { context.write(Self.wrapOutboundOut(last), promise: nil) }
         self.flush(context)
-        self.phase = .idle
         self.bodyReader = .none
         self.armClient(self.settings.limits.idleTimeout)
         if self.readingPaused {
@@ -665,17 +689,17 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     func complete(_ x: Exchange, status: Int) {
         guard self.exchange === x else { return }
         self.exchange = nil
-        guard let head = x.head else { return }
-        defer {
-            x.head = nil
-            self.parser.recycle(head)
-        }
         x.summary.status = status
+        x.summary.attempts = self.machine.attempts
         x.summary.seconds = Double((NIODeadline.now() - x.started).nanoseconds) / 1e9
         if let first = x.firstByteAt { x.summary.firstByteSeconds = Double((first - x.started).nanoseconds) / 1e9 }
         if let first = x.firstBodyAt { x.summary.firstTokenSeconds = Double((first - x.started).nanoseconds) / 1e9 }
         x.summary.usagePromptTokens = x.usage.promptTokens
         x.summary.usageCachedTokens = x.usage.cachedTokens
+        // A request whose head never parsed is not reported (there is no request to speak of).
+        guard let head = x.head else { return }
+        x.head = nil
+        self.parser.recycle(head)
         // Metrics and the access log after the answer's bytes went out; the exchange is freed there too.
         let observer = self.observer
         self.afterFlush { observer.requestFinished(x.summary) }
@@ -686,15 +710,15 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     func mergedModels(_ x: Exchange) {
         guard let context else { return }
         let state = self.state
-        let promise = context.eventLoop.makePromise(of: JSONValue?.self)
         let models = self.models
+        let promise = context.eventLoop.makePromise(of: JSONValue?.self)
         promise.completeWithTask { await models.merged(state: state) }
         promise.futureResult.assumeIsolated().whenComplete { result in
             guard self.exchange === x else { return }
             if case .success(.some(let value)) = result {
-                self.respondJSON(.ok, value, close: false)
+                self.answer(x, status: .ok, json: value)
             } else {
-                self.respondLocal(ProxyError.noReplica("no replica answered /v1/models"), close: false)
+                self.answer(x, ProxyError.noReplica("no replica answered /v1/models"))
             }
         }
     }

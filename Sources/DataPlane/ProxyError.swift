@@ -50,10 +50,6 @@ public struct ProxyError: Error, Sendable {
         ProxyError(status: .methodNotAllowed, type: "invalid_request_error", code: "method_not_allowed", message: "\(method) is not allowed on \(path)")
     }
 
-    public static func draining() -> ProxyError {
-        ProxyError(status: .serviceUnavailable, type: "service_unavailable", code: "shutting_down", message: "the router is shutting down", retryAfter: 1)
-    }
-
     public var body: [UInt8] {
         var out: [UInt8] = []
         JSONValue.object([

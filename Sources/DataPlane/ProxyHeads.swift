@@ -4,19 +4,6 @@ import NIOHTTP1
 import FleetState
 import RoutingCore
 
-/// How the client's response body is delimited.
-enum ClientFraming: Equatable {
-    /// No body (HEAD, 204, 304).
-    case none
-    /// The replica's Content-Length, bytes passed through.
-    case length
-    /// Re-chunked: each piece from the replica becomes a chunk (chunked or unlimited replica
-    /// bodies to HTTP/1.1 clients). The stream can then always end cleanly.
-    case chunked
-    /// Delimited by closing the connection (an HTTP/1.0 client and a body of unknown length).
-    case close
-}
-
 /// Writes the heads the proxy sends: the request to a replica and the response to a client.
 /// Fields are copied as bytes from the received head; hop-by-hop fields (RFC 9110 7.6.1) and
 /// those a `Connection` header names never cross.
@@ -84,12 +71,6 @@ enum ProxyHeads {
                 w.write("\r\n\r\n")
             }
         }
-    }
-
-    static func clientFraming(request: HTTP1Head, response: HTTP1Head) -> ClientFraming {
-        if request.methodIs("HEAD") || response.status == 204 || response.status == 304 { return .none }
-        if !response.chunked, response.contentLength != nil { return .length }
-        return request.minorVersion >= 1 ? .chunked : .close
     }
 
     /// The response head for the client: the replica's status and fields minus hop-by-hop ones,
@@ -204,104 +185,5 @@ enum ProxyHeads {
         out.writeBuffer(&piece)
         out.writeStaticString("\r\n")
         return out
-    }
-}
-
-/// Holds back the end of an SSE stream that is not a whole event yet, so that everything sent
-/// to the client ends on an event boundary (a blank line) and an error event can follow cleanly.
-/// A partial event longer than `limit` is let through (it is no SSE the proxy can help).
-struct SSEEventBuffer {
-    private var pending: ByteBuffer?
-    static let limit = 64 << 10
-
-    mutating func append(_ piece: ByteBuffer) {
-        if var p = self.pending {
-            self.pending = nil
-            var piece = piece
-            p.writeBuffer(&piece)
-            self.pending = p
-        } else {
-            self.pending = piece
-        }
-    }
-
-    /// The bytes through the last event boundary (everything when `force` or past the limit).
-    mutating func takeComplete(force: Bool) -> ByteBuffer? {
-        guard var p = self.pending, p.readableBytes > 0 else {
-            self.pending = nil
-            return nil
-        }
-        let cut: Int? = force || p.readableBytes > Self.limit ? p.readableBytes : p.withUnsafeReadableBytes { raw in
-            var i = raw.count - 1
-            while i >= 1 {
-                if raw[i] == 0x0A, raw[i - 1] == 0x0A || (i >= 2 && raw[i - 1] == 0x0D && raw[i - 2] == 0x0A) { return i + 1 }
-                i -= 1
-            }
-            return nil
-        }
-        guard let cut else { return nil }
-        let ready = p.readSlice(length: cut)!
-        self.pending = p.readableBytes > 0 ? p : nil
-        return ready
-    }
-}
-
-/// One request as the proxy handles it.
-final class Exchange {
-    /// Nil for a request whose head never parsed (400, 408, 431 answers), and once the exchange
-    /// completed (the head's storage goes back to the connection's parser).
-    var head: HTTP1Head?
-    let started: NIODeadline
-    let remote: String?
-    let requestID: RequestID
-    var body = ByteBuffer()
-    var expectedBodyBytes = 0
-    var api: RequestAPI?
-    var keys: Result<RequestKeys, KeyError>?
-    var placement: Placement?
-    /// Replicas whose attempt failed (excluded from retries); empty unless one did.
-    var failed: [String] = []
-    var attempts = 0
-    var connection: UpstreamConnection?
-    var reused = false
-    var staleRetried = false
-    var responseStarted = false
-    /// The response head arrived; the routing core hears of it at the end of the read.
-    var firstBytePending = false
-    var isSSE = false
-    var framing = ClientFraming.none
-    var closeAfter = false
-    /// The response head, not written yet (it goes out with the first body bytes).
-    var heldHead: ByteBuffer?
-    var events = SSEEventBuffer()
-    var firstByteAt: NIODeadline?
-    var firstBodyAt: NIODeadline?
-    var firstByteDeadline: NIODeadline?
-    var lastActivity: NIODeadline
-    var usage = UsageScanner()
-    var summary: RequestSummary
-
-    init(head: HTTP1Head?, started: NIODeadline, remote: String?, requestID: RequestID) {
-        self.head = head
-        self.started = started
-        self.remote = remote
-        self.requestID = requestID
-        self.lastActivity = started
-        self.summary = RequestSummary(route: "local", method: head?.methodString ?? "-", path: "-")
-        self.summary.requestID = requestID
-        self.summary.client = remote
-    }
-
-    /// Adds a piece of the request body: the first whole body is kept as the slice it came in.
-    func appendBody(_ piece: ByteBuffer) {
-        if self.body.readableBytes == 0, piece.readableBytes >= self.expectedBodyBytes {
-            self.body = piece
-            return
-        }
-        var piece = piece
-        if self.body.readableBytes == 0 {
-            self.body = ByteBufferAllocator().buffer(capacity: max(self.expectedBodyBytes, piece.readableBytes))
-        }
-        self.body.writeBuffer(&piece)
     }
 }

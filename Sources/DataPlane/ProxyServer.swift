@@ -13,12 +13,10 @@ public final class ProxyServer: Service, Sendable {
     public let state: RouterState
     public let server: HTTPServer
     let logger: Logger
-    let pools: UpstreamPools
 
-    init(state: RouterState, server: HTTPServer, pools: UpstreamPools, logger: Logger) {
+    init(state: RouterState, server: HTTPServer, logger: Logger) {
         self.state = state
         self.server = server
-        self.pools = pools
         self.logger = logger
     }
 
@@ -29,7 +27,7 @@ public final class ProxyServer: Service, Sendable {
         logger: Logger
     ) async throws -> ProxyServer {
         let config = state.config
-        let pools = UpstreamPools()
+        let loops = LoopResourceRegistry()
         let models = ModelsCache()
         let limits = HTTPServerLimits(maxHeaderBytes: config.limits.maxHeaderBytes, maxConnections: config.limits.maxConnections)
         let server = try await HTTPServer.bind(
@@ -40,12 +38,11 @@ public final class ProxyServer: Service, Sendable {
             codec: .bytes,
             logger: logger
         ) { _ in
-            [ClientConnection(state: state, pools: pools, models: models, observer: observer)]
+            [ClientConnection(state: state, loops: loops, models: models, observer: observer)]
         }
-        let proxy = ProxyServer(state: state, server: server, pools: pools, logger: logger)
+        let proxy = ProxyServer(state: state, server: server, logger: logger)
         state.observe { fleet in
-            let keys = Set(fleet.endpoints.compactMap(\.url).map { UpstreamKey(host: $0.host, port: $0.port) })
-            pools.prune(keeping: keys)
+            loops.prune(keeping: fleet.endpoints)
         }
         logger.info("serving", metadata: ["listen": "\(config.listen.host):\(server.port)", "replicas": "\(state.fleet.replicas.count)"])
         return proxy

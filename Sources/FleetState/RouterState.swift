@@ -103,10 +103,21 @@ public final class RouterState: Sendable {
 
     // MARK: - Requests
 
+    /// Where a request went, or why it could not go anywhere.
+    public enum RouteResult {
+        case placed(Placement)
+        /// No replica can take it; the reason in words.
+        case unplaced(reason: String)
+    }
+
     /// Decides and commits where a request goes.
-    public func route(_ keys: Result<RequestKeys, KeyError>, header: (String) -> String?) -> (decision: RoutingDecision, placement: Placement?) {
+    public func route(_ keys: Result<RequestKeys, KeyError>, header: (String) -> String?) -> RouteResult {
         let now = self.now()
-        return self.update { $0.route(keys, header: header, now: now) }
+        return self.update { core in
+            let (decision, placement) = core.route(keys, header: header, now: now)
+            if let placement { return .placed(placement) }
+            return .unplaced(reason: decision.reason(in: core.fleet))
+        }
     }
 
     /// The next replica for a request whose attempt on `previous` failed before its first byte.

@@ -349,7 +349,7 @@ struct ConfigParser {
     static func upstream(_ node: ConfigNode) throws -> UpstreamSettings {
         let m = try node.mapping(allowed: [
             "connect_timeout", "first_byte_timeout", "idle_timeout", "retries", "retry_budget", "retry_min_per_second",
-            "max_connections_per_replica", "keepalive",
+            "max_connections_per_replica", "keepalive", "max_response_head_bytes",
         ])
         var u = UpstreamSettings()
         try m.read("connect_timeout", into: &u.connectTimeout) { try $0.seconds(0.01...600) }
@@ -360,6 +360,7 @@ struct ConfigParser {
         try m.read("retry_min_per_second", into: &u.retryMinPerSecond) { try $0.double(0...100_000) }
         try m.read("max_connections_per_replica", into: &u.maxConnectionsPerReplica) { try $0.int(1...1_000_000) }
         try m.read("keepalive", into: &u.keepAliveSeconds) { try $0.seconds(0...86400) }
+        try m.read("max_response_head_bytes", into: &u.maxResponseHeadBytes) { try $0.bytes(1024...(16 << 20)) }
         return u
     }
 

@@ -25,11 +25,6 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var reload = ReloadSettings()
 
     public init() {}
-
-    /// Parsed replica URLs, by replica name.
-    public func url(of replica: ReplicaSpec) -> ReplicaURL? {
-        try? ReplicaURL.parse(replica.url).get()
-    }
 }
 
 /// Replicas from the A/AAAA or SRV records of a name (a Kubernetes headless Service), re-resolved on an interval.
@@ -81,6 +76,8 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var maxConnectionsPerReplica: Int = 1024
     /// How long an idle pooled connection is kept.
     public var keepAliveSeconds: Double = 60
+    /// Largest response head accepted from a replica; a larger one fails the attempt.
+    public var maxResponseHeadBytes: Int = 64 << 10
 
     public init() {}
 }

@@ -132,13 +132,7 @@ extension RequestAPI {
     public init?(path: String) {
         var path = Substring(path)
         if let q = path.firstIndex(of: "?") { path = path[..<q] }
-        while path.count > 1, path.hasSuffix("/") { path = path.dropLast() }
-        switch path {
-        case "/v1/chat/completions": self = .chat
-        case "/v1/completions": self = .completions
-        case "/generate": self = .generate
-        default: return nil
-        }
+        self.init(pathBytes: path.utf8)
     }
 
     /// Guesses the API from a body's top-level fields (`messages`, `prompt`, `text`/`input_ids`).

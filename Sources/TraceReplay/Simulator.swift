@@ -73,12 +73,7 @@ public struct PreparedTrace: Sendable {
         for (n, request) in trace.requests.enumerated() {
             let rendered = renderer.render(request)
             let lookup: (String) -> String? = { name in rendered.headers.last { $0.0 == name }?.1 }
-            let keys = KeyExtractor.extract(
-                api: rendered.api,
-                body: rendered.body,
-                sessionHeader: keying.sessionHeader(in: lookup),
-                rules: keying
-            )
+            let keys = KeyExtractor.extract(api: rendered.api, body: rendered.body, header: lookup, rules: keying)
             let input: EngineInput
             do {
                 input = try EngineInput.parse(api: rendered.api, body: rendered.body)
@@ -280,16 +275,20 @@ public struct Simulator: Sendable {
             }
             let lookup: (String) -> String? = { name in item.headers.last { $0.0 == name }?.1 }
             let decision: RoutingDecision
+            let ticket: PlacementTicket?
             switch policy {
-            case .cacheroute: decision = router.decide(item.keys, header: lookup, fleet: fleet, now: item.arrival)
-            case .baseline(let b): decision = router.decide(baseline: b, item.keys, fleet: fleet, counter: UInt64(i))
+            case .cacheroute:
+                (decision, ticket) = router.place(item.keys, header: lookup, fleet: fleet, now: item.arrival)
+            case .baseline(let b):
+                decision = router.decide(baseline: b, item.keys, fleet: fleet, counter: UInt64(i))
+                ticket = decision.replica.map { router.commit(try? item.keys.get(), decision: decision, replica: $0, fleet: fleet, now: item.arrival) }
             }
-            guard let replica = decision.replica else {
+            guard let replica = decision.replica, let ticket else {
                 rejected += 1
                 continue
             }
             tiers[decision.tier.rawValue, default: 0] += 1
-            tickets[i] = router.commit(try? item.keys.get(), decision: decision, replica: replica, fleet: fleet, now: item.arrival)
+            tickets[i] = ticket
             placedOn[i] = replica
             inFlight[replica] += 1
             meter.add(replica: replica, delta: 1, at: item.arrival)

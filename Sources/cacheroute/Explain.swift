@@ -66,12 +66,7 @@ struct Explain: ParsableCommand {
         }
         let lookup: (String) -> String? = { name in headers.last { $0.0 == name.lowercased() }?.1 }
         let settings = config.routing
-        let keys = KeyExtractor.extract(
-            api: api,
-            body: body,
-            sessionHeader: settings.keying.sessionHeader(in: lookup),
-            rules: settings.keying
-        )
+        let keys = KeyExtractor.extract(api: api, body: body, header: lookup, rules: settings.keying)
         let fleet = FleetSnapshot(replicas: config.replicas, vnodesPerWeight: settings.placement.vnodesPerWeight)
         let decision = Router(settings: settings).decide(keys, header: lookup, fleet: fleet, now: 0)
         print(decision.report(keys: keys, fleet: fleet, settings: settings).pretty)

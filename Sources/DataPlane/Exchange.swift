@@ -1,0 +1,66 @@
+import FleetState
+import HTTPTransport
+import NIOCore
+import RoutingCore
+
+/// One request as the shell handles it: the bytes and resources the exchange machine's actions
+/// work on (the decisions and their state are the machine's).
+final class Exchange {
+    /// Nil for a request whose head never parsed (400, 408, 431 answers), and once the exchange
+    /// completed (the head's storage goes back to the connection's parser).
+    var head: HTTP1Head?
+    let started: NIODeadline
+    let remote: String?
+    let requestID: RequestID
+    var body = ByteBuffer()
+    var expectedBodyBytes = 0
+    var route = RequestRoute.notFound
+    var keys: Result<RequestKeys, KeyError>?
+    /// The current attempt's placement.
+    var placement: Placement?
+    /// Replicas whose attempt failed (excluded from retries); empty unless one did.
+    var failed: [String] = []
+    /// The current attempt's connection.
+    var lease: (any UpstreamLease)?
+    /// The response head arrived; the routing core hears of it at the end of the read.
+    var firstBytePending = false
+    /// The response head, not written yet (it goes out with the first body bytes).
+    var heldHead: ByteBuffer?
+    var plan: ExchangeMachine.ResponsePlan?
+    var events = SSEEventBuffer()
+    var firstByteAt: NIODeadline?
+    var firstBodyAt: NIODeadline?
+    var firstByteDeadline: NIODeadline?
+    var lastActivity: NIODeadline
+    var usage = UsageScanner()
+    var summary: RequestSummary
+    /// What the router answers itself when the machine says `respond` without an error.
+    var localAnswer: (status: Int, body: [UInt8], retryAfter: Int?)?
+    /// What went wrong, for the error message (a parse error, the last failure of a replica, why
+    /// no replica was routable).
+    var detail: String?
+
+    init(head: HTTP1Head?, started: NIODeadline, remote: String?, requestID: RequestID) {
+        self.head = head
+        self.started = started
+        self.remote = remote
+        self.requestID = requestID
+        self.lastActivity = started
+        self.summary = RequestSummary(route: "local", method: head?.methodString ?? "-", path: "-")
+        self.summary.requestID = requestID
+        self.summary.client = remote
+    }
+
+    /// Adds a piece of the request body: the first whole body is kept as the slice it came in.
+    func appendBody(_ piece: ByteBuffer) {
+        if self.body.readableBytes == 0, piece.readableBytes >= self.expectedBodyBytes {
+            self.body = piece
+            return
+        }
+        var piece = piece
+        if self.body.readableBytes == 0 {
+            self.body = ByteBufferAllocator().buffer(capacity: max(self.expectedBodyBytes, piece.readableBytes))
+        }
+        self.body.writeBuffer(&piece)
+    }
+}

@@ -1,0 +1,58 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import FleetState
+import RoutingCore
+
+/// What the connections of one event loop share: the upstream transport, the deferred flushes,
+/// request ids, reused head buffers and the deadline sweeper. Confined to its loop.
+final class LoopResources: @unchecked Sendable {
+    let loop: any EventLoop
+    /// The loop's deferred flushes (upstream requests and client responses).
+    let flushes: FlushBatch
+    /// Connections to replicas.
+    let transport: any UpstreamTransport
+    /// Ids for requests that come without a usable `X-Request-Id`.
+    var requestIDs = RequestIDGenerator()
+    /// The loop's head buffers, reused once written.
+    let buffers = BufferRecycler()
+    /// One timer for every deadline of the loop's connections.
+    let sweeper: DeadlineSweeper
+
+    init(loop: any EventLoop, makeTransport: (any EventLoop, FlushBatch) -> any UpstreamTransport) {
+        self.loop = loop
+        self.flushes = FlushBatch(loop: loop)
+        self.transport = makeTransport(loop, self.flushes)
+        self.sweeper = DeadlineSweeper(loop: loop)
+    }
+}
+
+/// The resources of every event loop the proxy runs on, made on first use.
+final class LoopResourceRegistry: Sendable {
+    private let loops = NIOLockedValueBox<[ObjectIdentifier: LoopResources]>([:])
+    /// Makes each loop's transport (the pooled HTTP/1.1 one unless a test gives another).
+    let makeTransport: @Sendable (any EventLoop, FlushBatch) -> any UpstreamTransport
+
+    init(makeTransport: @escaping @Sendable (any EventLoop, FlushBatch) -> any UpstreamTransport = { UpstreamPool(loop: $0, flushes: $1) }) {
+        self.makeTransport = makeTransport
+    }
+
+    func resources(for loop: any EventLoop) -> LoopResources {
+        self.loops.withLockedValue { loops in
+            if let r = loops[ObjectIdentifier(loop)] { return r }
+            let r = LoopResources(loop: loop, makeTransport: self.makeTransport)
+            loops[ObjectIdentifier(loop)] = r
+            // The sweeper also expires the transport's idle connections.
+            loop.execute {
+                if let owner = r.transport as? any DeadlineOwner { r.sweeper.register(owner) }
+            }
+            return r
+        }
+    }
+
+    /// Closes idle connections to replicas that left, on every loop.
+    func prune(keeping endpoints: [ReplicaEndpoint]) {
+        for r in self.loops.withLockedValue({ Array($0.values) }) {
+            r.loop.execute { r.transport.prune(keeping: endpoints) }
+        }
+    }
+}
