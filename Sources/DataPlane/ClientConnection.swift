@@ -279,7 +279,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         guard let x = self.exchange, let head = x.head else { return }
         let method: RequestMethod = head.methodIs("POST") ? .post : head.methodIs("GET") ? .get : .other
         let path = head.path
-        let route = RequestRoute(method: method, path: head.bytes[path])
+        let route = head.bytes.withUnsafeBytes { RequestRoute(method: method, path: UnsafeRawBufferPointer(rebasing: $0[path])) }
         x.route = route
         x.summary.route = route.label
         // A local function, not a closure value: passed as a non-escaping argument it allocates nothing.

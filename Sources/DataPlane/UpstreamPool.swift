@@ -4,22 +4,6 @@ import NIOCore
 import NIOPosix
 import RoutingCore
 
-/// The address of a replica connection pool.
-struct UpstreamKey: Hashable, Sendable {
-    var host: String
-    var port: Int
-
-    init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    init?(_ endpoint: ReplicaEndpoint) {
-        guard let url = endpoint.url else { return nil }
-        self.init(host: url.host, port: url.port)
-    }
-}
-
 /// A pooled keep-alive HTTP/1.1 connection to a replica, confined to one event loop (hence
 /// unchecked: it only crosses into futures completed on that loop).
 final class UpstreamConnection: UpstreamLease, @unchecked Sendable {
@@ -76,20 +60,24 @@ final class UpstreamConnection: UpstreamLease, @unchecked Sendable {
 final class UpstreamPool: UpstreamTransport, DeadlineOwner, @unchecked Sendable {
     let loop: any EventLoop
     let flushes: FlushBatch
-    private var hosts: [UpstreamKey: Host] = [:]
+    /// By endpoint identity: an endpoint lives as long as its replica keeps its address (a new
+    /// address is a new endpoint, hence a new host), and the host holds it, so the key is never reused.
+    private var hosts: [ObjectIdentifier: Host] = [:]
     /// The settings of the last lease (a connection made for a waiter uses them).
     private var settings = UpstreamPoolSettings(connectTimeout: 2, maxPerLoop: 1024, keepAliveSeconds: 60, maxResponseHeadBytes: 64 << 10)
 
     /// The connections to one replica address (confined to the loop, like the pool).
     final class Host: @unchecked Sendable {
-        let key: UpstreamKey
+        let endpoint: ReplicaEndpoint
+        let address: ReplicaURL
         /// Most recently used last: reused first, so surplus connections age out.
         var idle: [UpstreamConnection] = []
         var open = 0
         var waiters = Deque<EventLoopPromise<any UpstreamLease>>()
 
-        init(key: UpstreamKey) {
-            self.key = key
+        init(endpoint: ReplicaEndpoint, address: ReplicaURL) {
+            self.endpoint = endpoint
+            self.address = address
         }
     }
 
@@ -98,21 +86,21 @@ final class UpstreamPool: UpstreamTransport, DeadlineOwner, @unchecked Sendable 
         self.flushes = flushes
     }
 
-    private func host(_ key: UpstreamKey) -> Host {
-        if let host = self.hosts[key] { return host }
-        let host = Host(key: key)
-        self.hosts[key] = host
+    private func host(_ endpoint: ReplicaEndpoint, _ address: ReplicaURL) -> Host {
+        if let host = self.hosts[ObjectIdentifier(endpoint)] { return host }
+        let host = Host(endpoint: endpoint, address: address)
+        self.hosts[ObjectIdentifier(endpoint)] = host
         return host
     }
 
     func lease(_ endpoint: ReplicaEndpoint, fresh: Bool, settings: UpstreamPoolSettings) -> UpstreamLeaseResult {
         self.loop.preconditionInEventLoop()
-        guard let key = UpstreamKey(endpoint) else {
+        self.settings = settings
+        if !fresh, let conn = self.takeIdle(endpoint) { return .ready(conn) }
+        guard let address = endpoint.url else {
             return .failed(UpstreamError(description: endpoint.urlError ?? "no usable address"))
         }
-        self.settings = settings
-        if !fresh, let conn = self.takeIdle(key) { return .ready(conn) }
-        let host = self.host(key)
+        let host = self.host(endpoint, address)
         if !fresh, host.open >= settings.maxPerLoop {
             let promise = self.loop.makePromise(of: (any UpstreamLease).self)
             host.waiters.append(promise)
@@ -129,8 +117,8 @@ final class UpstreamPool: UpstreamTransport, DeadlineOwner, @unchecked Sendable 
     }
 
     /// An idle keep-alive connection, if one is ready (the common case: no future, no allocation).
-    private func takeIdle(_ key: UpstreamKey) -> UpstreamConnection? {
-        guard let host = self.hosts[key] else { return nil }
+    private func takeIdle(_ endpoint: ReplicaEndpoint) -> UpstreamConnection? {
+        guard let host = self.hosts[ObjectIdentifier(endpoint)] else { return nil }
         while let conn = host.idle.popLast() {
             if conn.isReusable { return conn }
             conn.channel.close(promise: nil)
@@ -149,7 +137,7 @@ final class UpstreamPool: UpstreamTransport, DeadlineOwner, @unchecked Sendable 
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
-            .connect(host: host.key.host, port: host.key.port)
+            .connect(host: host.address.host, port: host.address.port)
             .map { channel in
                 // The pool lives as long as its loop; capturing it (not weakly) keeps weak
                 // references, and the side tables they cost, off the request path.
@@ -204,7 +192,7 @@ final class UpstreamPool: UpstreamTransport, DeadlineOwner, @unchecked Sendable 
 
     /// Closes idle connections to replicas no longer in the fleet.
     func prune(keeping endpoints: [ReplicaEndpoint]) {
-        let keys = Set(endpoints.compactMap(UpstreamKey.init))
+        let keys = Set(endpoints.map(ObjectIdentifier.init))
         for (key, host) in self.hosts where !keys.contains(key) {
             for conn in host.idle { conn.channel.close(promise: nil) }
             host.idle.removeAll()

@@ -130,9 +130,9 @@ public struct KeyError: Error, Sendable, Hashable, CustomStringConvertible {
 extension RequestAPI {
     /// The API a request path belongs to (`/v1/chat/completions`, `/v1/completions`, `/generate`).
     public init?(path: String) {
-        var path = Substring(path)
-        if let q = path.firstIndex(of: "?") { path = path[..<q] }
-        self.init(pathBytes: path.utf8)
+        var path = String(path.prefix { $0 != "?" })
+        guard let api = path.withUTF8({ RequestAPI(pathBytes: UnsafeRawBufferPointer($0)) }) else { return nil }
+        self = api
     }
 
     /// Guesses the API from a body's top-level fields (`messages`, `prompt`, `text`/`input_ids`).

@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// What the router does with a request, from its method and path: the route table, in one place
 /// for the proxy, `explain` and the admin API.
 public enum RequestRoute: Sendable, Equatable {
@@ -15,21 +23,27 @@ public enum RequestRoute: Sendable, Equatable {
     case notFound
 
     /// The route of a request. `path` is the target without its query; a trailing slash is
-    /// tolerated on the generation paths.
-    public init(method: RequestMethod, path: some Collection<UInt8>) {
+    /// tolerated on the generation paths. Compared as bytes: nothing is allocated.
+    public init(method: RequestMethod, path: UnsafeRawBufferPointer) {
         if let api = RequestAPI(pathBytes: path) {
             self = method == .post ? .keyed(api) : .methodNotAllowed(api)
             return
         }
-        if path.elementsEqual("/v1/models".utf8) {
+        if path.equals("/v1/models") {
             self = method == .get ? .models : .forward
-        } else if path.elementsEqual("/health".utf8) || path.elementsEqual("/healthz".utf8) {
+        } else if path.equals("/health") || path.equals("/healthz") {
             self = .health
-        } else if path.starts(with: "/v1/".utf8) {
+        } else if path.count >= 4, UnsafeRawBufferPointer(rebasing: path[..<4]).equals("/v1/") {
             self = .forward
         } else {
             self = .notFound
         }
+    }
+
+    /// The route of a path given as a string (explain, the admin API).
+    public init(method: RequestMethod, path: String) {
+        var path = path
+        self = path.withUTF8 { RequestRoute(method: method, path: UnsafeRawBufferPointer($0)) }
     }
 
     /// The label of this route in metrics and logs.
@@ -53,15 +67,24 @@ public enum RequestMethod: Sendable, Equatable {
 extension RequestAPI {
     /// The API a request path belongs to (`/v1/chat/completions`, `/v1/completions`, `/generate`),
     /// compared as bytes; one trailing slash is tolerated.
-    public init?(pathBytes path: some Collection<UInt8>) {
-        let n = path.count
-        let slash = n > 1 && path.dropFirst(n - 1).first == UInt8(ascii: "/")
-        let body = path.prefix(slash ? n - 1 : n)
-        switch body.count {
-        case 20 where body.elementsEqual("/v1/chat/completions".utf8): self = .chat
-        case 15 where body.elementsEqual("/v1/completions".utf8): self = .completions
-        case 9 where body.elementsEqual("/generate".utf8): self = .generate
+    public init?(pathBytes path: UnsafeRawBufferPointer) {
+        var path = path
+        if path.count > 1, path[path.count - 1] == UInt8(ascii: "/") { path = UnsafeRawBufferPointer(rebasing: path[..<(path.count - 1)]) }
+        switch path.count {
+        case 20 where path.equals("/v1/chat/completions"): self = .chat
+        case 15 where path.equals("/v1/completions"): self = .completions
+        case 9 where path.equals("/generate"): self = .generate
         default: return nil
         }
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// Whether these bytes are exactly `literal`'s.
+    @inline(__always)
+    func equals(_ literal: StaticString) -> Bool {
+        guard self.count == literal.utf8CodeUnitCount else { return false }
+        guard let base = self.baseAddress else { return self.count == 0 }
+        return memcmp(base, literal.utf8Start, self.count) == 0
     }
 }

@@ -19,5 +19,5 @@ public final class Placement: @unchecked Sendable {
     }
 
     public var endpoint: ReplicaEndpoint { self.fleet.endpoints[self.replica] }
-    public var replicaName: String { self.fleet.replicas[self.replica].name }
+    public var replicaName: String { self.fleet.endpoints[self.replica].name }
 }
