@@ -58,7 +58,10 @@ let package = Package(
         ),
         .target(
             name: "RoutingCore",
-            dependencies: ["XXHash", "FastJSON", .product(name: "RealModule", package: "swift-numerics")],
+            dependencies: [
+                "XXHash", "FastJSON", .product(name: "RealModule", package: "swift-numerics"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
             swiftSettings: hotPathSettings
         ),
 

@@ -242,17 +242,6 @@ public final class RouterState: Sendable {
     }
 }
 
-extension RouterConfiguration {
-    /// What the routing core needs of the configuration.
-    public var fleetSettings: FleetSettings {
-        FleetSettings(
-            routing: self.routing,
-            health: self.health.thresholds,
-            retry: RetrySettings(retries: self.upstream.retries, budget: self.upstream.retryBudget, minPerSecond: self.upstream.retryMinPerSecond)
-        )
-    }
-}
-
 /// One replica as `/admin/replicas` and the metrics show it.
 public struct ReplicaReport: Sendable {
     public var spec: ReplicaSpec

@@ -81,7 +81,7 @@ struct ConfigParser {
         do {
             top = try root.mapping(allowed: [
                 "listen", "admin_listen", "threads", "replicas", "discovery", "routing", "upstream", "limits", "health", "logging",
-                "shutdown", "reload",
+                "shutdown", "reload", "queue",
             ])
         } catch let error as ConfigError {
             self.errors.append(error)
@@ -112,6 +112,7 @@ struct ConfigParser {
                 try m.read("drain_timeout", into: &config.shutdown.drainSeconds) { try $0.seconds(0...3600) }
             }
         }
+        if let node = top["queue"] { self.attempt { config.queue = try Self.queue(node) } }
         if let node = top["reload"] {
             self.attempt {
                 let m = try node.mapping(allowed: ["watch_file", "poll_interval"])
@@ -263,7 +264,8 @@ struct ConfigParser {
             self.attempt {
                 let l = try n.mapping(allowed: [
                     "factor", "ceiling_floor", "miss_weight", "fresh_choices", "fresh_slack", "prefill_tokens_per_second",
-                    "seconds_per_in_flight", "max_waiting", "max_kv_usage", "default_cache_tokens", "max_candidates",
+                    "decode_seconds_per_token", "learn_speed", "target_kv_usage", "seconds_per_in_flight", "max_waiting", "max_kv_usage", "default_cache_tokens",
+                    "max_candidates",
                 ])
                 try l.read("factor", into: &routing.placement.loadFactor) { try $0.double(1...100) }
                 try l.read("ceiling_floor", into: &routing.placement.ceilingFloor) { try $0.int(1...1_000_000) }
@@ -273,6 +275,9 @@ struct ConfigParser {
                 try l.read("prefill_tokens_per_second", into: &routing.placement.prefillTokensPerSecond) {
                     try $0.double(1...100_000_000)
                 }
+                try l.read("decode_seconds_per_token", into: &routing.placement.decodeSecondsPerToken) { try $0.seconds(0.0001...10) }
+                try l.read("learn_speed", into: &routing.placement.learnSpeed) { try $0.bool() }
+                try l.read("target_kv_usage", into: &routing.placement.targetKVUsage) { try $0.double(0.1...1) }
                 try l.read("seconds_per_in_flight", into: &routing.placement.secondsPerInFlight) { try $0.seconds(0...60) }
                 if let w = l.members.first(where: { $0.0 == "max_waiting" })?.1 {
                     routing.placement.maxWaiting = w.isNull ? nil : try w.int(0...1_000_000)
@@ -344,6 +349,21 @@ struct ConfigParser {
             groups.append(PinnedGroup(name: name, replicas: replicas, header: header, prefix: prefix, model: model))
         }
         return groups
+    }
+
+    static func queue(_ node: ConfigNode) throws -> QueueSettings {
+        let m = try node.mapping(allowed: [
+            "enabled", "max_requests", "max_bytes", "timeout", "max_replica_wait", "concurrency_headroom", "lookahead",
+        ])
+        var q = QueueSettings()
+        try m.read("enabled", into: &q.enabled) { try $0.bool() }
+        try m.read("max_requests", into: &q.maxRequests) { try $0.int(1...10_000_000) }
+        try m.read("max_bytes", into: &q.maxBytes) { try $0.bytes(1024...(64 << 30)) }
+        try m.read("timeout", into: &q.timeoutSeconds) { try $0.seconds(0.001...86400) }
+        try m.read("max_replica_wait", into: &q.maxReplicaWaitSeconds) { try $0.seconds(0.001...3600) }
+        try m.read("concurrency_headroom", into: &q.concurrencyHeadroom) { try $0.double(1...100) }
+        try m.read("lookahead", into: &q.lookahead) { try $0.int(1...100_000) }
+        return q
     }
 
     static func upstream(_ node: ConfigNode) throws -> UpstreamSettings {

@@ -23,8 +23,20 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var logging = LoggingSettings()
     public var shutdown = ShutdownSettings()
     public var reload = ReloadSettings()
+    /// The router's queue for requests no replica has room for.
+    public var queue = QueueSettings()
 
     public init() {}
+
+    /// What the routing core needs of the configuration.
+    public var fleetSettings: FleetSettings {
+        FleetSettings(
+            routing: self.routing,
+            health: self.health.thresholds,
+            retry: RetrySettings(retries: self.upstream.retries, budget: self.upstream.retryBudget, minPerSecond: self.upstream.retryMinPerSecond),
+            queue: self.queue
+        )
+    }
 }
 
 /// Replicas from the A/AAAA or SRV records of a name (a Kubernetes headless Service), re-resolved on an interval.

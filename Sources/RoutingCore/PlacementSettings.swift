@@ -17,8 +17,18 @@ public struct PlacementSettings: Sendable, Equatable {
     /// ... but the first in hash order keeps it unless another is cheaper by more than this many
     /// seconds, so router instances with similar load views agree on fresh prefixes.
     public var freshSlack: Double
-    /// Prefill speed assumed when weighing a cache miss against waiting (tokens per second).
+    /// ... or by more than this fraction of its own cost (learned speeds differ a little between
+    /// equal replicas; such differences must not pull every fresh prefix to one of them).
+    public var freshTolerance: Double
+    /// Prefill speed a replica is assumed to have until the router has learned its own (tokens per second).
     public var prefillTokensPerSecond: Double
+    /// Decode speed a replica is assumed to have until learned (seconds per output token).
+    public var decodeSecondsPerToken: Double
+    /// Whether each replica's speed is learned from the requests it serves (else the seeds stay).
+    public var learnSpeed: Bool
+    /// KV-cache usage by running requests a replica is kept under when the router queues (the
+    /// rest holds cached prefixes): its learned concurrency limit follows it.
+    public var targetKVUsage: Double
     /// Seconds a request in flight adds to a newcomer's wait beyond its queued prefill (decode interference).
     public var secondsPerInFlight: Double
     /// How much more a cache miss weighs than the same time spent waiting: a miss also scatters the
@@ -37,15 +47,19 @@ public struct PlacementSettings: Sendable, Equatable {
         groupSize: Int = 1,
         vnodesPerWeight: Int = 256,
         maxCandidates: Int = 8,
-        loadFactor: Double = 1.5,
+        loadFactor: Double = 3,
         ceilingFloor: Int = 4,
         freshChoices: Int = 4,
         freshSlack: Double = 0,
+        freshTolerance: Double = 0,
         prefillTokensPerSecond: Double = 16000,
+        decodeSecondsPerToken: Double = 0.02,
+        learnSpeed: Bool = true,
+        targetKVUsage: Double = 0.6,
         secondsPerInFlight: Double = 0.05,
-        missWeight: Double = 8,
-        maxWaiting: Int? = 64,
-        maxKVUsage: Double? = 0.98,
+        missWeight: Double = 32,
+        maxWaiting: Int? = nil,
+        maxKVUsage: Double? = nil,
         defaultCacheTokens: Int = 500_000,
         spill: SpillSettings = SpillSettings(),
         pinned: [PinnedGroup] = []
@@ -57,7 +71,11 @@ public struct PlacementSettings: Sendable, Equatable {
         self.ceilingFloor = ceilingFloor
         self.freshChoices = freshChoices
         self.freshSlack = freshSlack
+        self.freshTolerance = freshTolerance
         self.prefillTokensPerSecond = prefillTokensPerSecond
+        self.decodeSecondsPerToken = decodeSecondsPerToken
+        self.learnSpeed = learnSpeed
+        self.targetKVUsage = targetKVUsage
         self.secondsPerInFlight = secondsPerInFlight
         self.missWeight = missWeight
         self.maxWaiting = maxWaiting
@@ -65,6 +83,18 @@ public struct PlacementSettings: Sendable, Equatable {
         self.defaultCacheTokens = defaultCacheTokens
         self.spill = spill
         self.pinned = pinned
+    }
+}
+
+extension PlacementSettings {
+    /// How the service model learns, from these settings.
+    public var service: ServiceModelSettings {
+        ServiceModelSettings(
+            prefillTokensPerSecond: self.prefillTokensPerSecond,
+            decodeSecondsPerToken: self.decodeSecondsPerToken,
+            learningRate: self.learnSpeed ? 0.05 : 0,
+            targetKVUsage: self.targetKVUsage
+        )
     }
 }
 

@@ -10,6 +10,8 @@ public struct Router: Sendable {
     public var settings: RoutingSettings
     public var index = PrefixIndex()
     public var spill: SpillTracker
+    /// Each replica's learned speed.
+    public var service: ServiceModel
     /// Load per replica id.
     var loads = ReplicaTable<ReplicaLoad>()
     /// Probed KV capacity per replica id (tokens).
@@ -18,12 +20,14 @@ public struct Router: Sendable {
     public init(settings: RoutingSettings = RoutingSettings()) {
         self.settings = settings
         self.spill = SpillTracker(settings: settings.placement.spill)
+        self.service = ServiceModel(settings: settings.placement.service)
     }
 
     /// Replaces the settings (a config reload) and keeps the learned state.
     public mutating func update(settings: RoutingSettings) {
         self.settings = settings
         self.spill.settings = settings.placement.spill
+        self.service.settings = settings.placement.service
     }
 
     /// The load this router knows for a replica.
@@ -45,12 +49,14 @@ public struct Router: Sendable {
             load.kvUsage = kvUsage
         }
         if let cacheTokens, cacheTokens > 0 { self.probedCacheTokens.modify(id, default: { cacheTokens }) { $0 = cacheTokens } }
+        self.service.observeProbe(replicaID: id, running: running, waiting: waiting, kvUsage: kvUsage)
     }
 
     /// Forgets state of replicas that left the fleet (bounded memory under membership churn).
     public mutating func retain(fleet: FleetSnapshot) {
         let ids = Set(fleet.ids)
         self.index.retain(replicaIDs: ids)
+        self.service.retain(replicaIDs: ids)
         self.loads.removeAll { id, load in !ids.contains(id) && load.inFlight == 0 }
         self.probedCacheTokens.removeAll { id, _ in !ids.contains(id) }
     }
@@ -157,13 +163,18 @@ public struct Router: Sendable {
         var candidates: [Candidate] = []
         candidates.reserveCapacity(order.count)
         var known = false
+        // Blocks every candidate holds (a common preamble shorter than an instruction key) say
+        // nothing of where this conversation is: only blocks beyond them, or the session seen, do.
+        var minCachedBlocks = Int.max
         for (rank, replica) in order.enumerated() {
             let id = fleet.ids[replica]
             let load = self.load(replicaID: id)
             let cachedBlocks = self.index.matchedBlocks(keys.chain, replicaID: id)
             var cached = min(promptTokens, cachedBlocks * self.settings.tokensPerBlock)
             var holdsSession = cachedBlocks > sharedBlocks
+            var seen = false
             if let session = keys.session, self.index.hasSeen(session: session.key, replicaID: id) {
+                seen = true
                 // The conversation was here: it holds at least the session's own prefix (implicit
                 // sessions), or a block more than the chain shows (the last turn's partial block).
                 holdsSession = true
@@ -184,19 +195,40 @@ public struct Router: Sendable {
             } else if let max = placement.maxKVUsage, let kv = load.kvUsage, kv > max {
                 why = "KV cache \(Int((kv * 100).rounded()))% full (limit \(Int((max * 100).rounded()))%)"
             }
-            known = known || holdsSession
+            if !seen { minCachedBlocks = min(minCachedBlocks, cachedBlocks) }
             candidates.append(
                 Candidate(
                     replica: replica,
                     inGroup: rank < groupCount,
                     cachedTokens: cached,
                     inFlight: load.inFlight,
-                    cost: self.cost(missTokens: promptTokens - cached, load: load),
+                    cost: 0,
                     eligible: why == nil,
                     ineligibleBecause: why,
                     holdsSession: holdsSession
                 )
             )
+        }
+
+        for i in candidates.indices where candidates[i].holdsSession {
+            let id = fleet.ids[candidates[i].replica]
+            let blocks = self.index.matchedBlocks(keys.chain, replicaID: id)
+            if blocks <= minCachedBlocks, let session = keys.session, !self.index.hasSeen(session: session.key, replicaID: id) {
+                candidates[i].holdsSession = false
+            } else if blocks <= minCachedBlocks, keys.session == nil {
+                candidates[i].holdsSession = false
+            }
+            known = known || candidates[i].holdsSession
+        }
+
+        // The miss no candidate avoids (a fresh prefix misses everywhere) is weighted as the
+        // prefill it is; only the avoidable part is weighted `missWeight` times.
+        let unavoidable = promptTokens - (candidates.lazy.map(\.cachedTokens).max() ?? 0)
+        for i in candidates.indices {
+            let id = fleet.ids[candidates[i].replica]
+            candidates[i].cost = self.cost(
+                missTokens: promptTokens - candidates[i].cachedTokens, unavoidable: unavoidable, load: self.load(replicaID: id),
+                speed: self.service.estimate(replicaID: id))
         }
 
         // 3. Choose.
@@ -213,7 +245,7 @@ public struct Router: Sendable {
             chosen = i
         }
         if !known, let first = firstEligible, let best = chosen,
-            candidates[first].cost - candidates[best].cost <= placement.freshSlack
+            candidates[first].cost - candidates[best].cost <= max(placement.freshSlack, placement.freshTolerance * candidates[first].cost)
         {
             chosen = first
         }
@@ -261,12 +293,26 @@ public struct Router: Sendable {
         )
     }
 
-    /// Seconds a request would wait on a replica: its own missing prefill plus what is queued ahead.
-    func cost(missTokens: Int, load: ReplicaLoad) -> Double {
+    /// What placing a request on a replica costs, in seconds: its predicted time to first token
+    /// there (the prefill queued ahead of it, then its own missing prefill, at the replica's learned
+    /// speed), plus the avoidable part of its miss (beyond `unavoidable`, what the best candidate
+    /// misses too) weighted `missWeight - 1` times more (such a miss also costs the conversation's
+    /// later turns, and adds work to the fleet), plus what the requests in flight there add.
+    func cost(missTokens: Int, unavoidable: Int, load: ReplicaLoad, speed: ServiceEstimate) -> Double {
         let p = self.settings.placement
-        let queued = (p.missWeight * Double(missTokens) + Double(load.pendingPrefillTokens)) / p.prefillTokensPerSecond
-        let waitingAhead = Double(load.probedWaiting ?? 0) * p.secondsPerInFlight * 10
-        return queued + Double(load.inFlight) * p.secondsPerInFlight + waitingAhead
+        let rate = speed.prefillTokensPerSecond
+        let ahead = self.queuedAhead(load: load, speed: speed)
+        let avoidable = Double(max(0, missTokens - unavoidable))
+        let slowdown = p.prefillTokensPerSecond / rate
+        return (Double(missTokens) + max(0, p.missWeight - 1) * avoidable + ahead) / rate + Double(load.inFlight) * p.secondsPerInFlight * slowdown
+    }
+
+    /// Prefill tokens queued ahead of a newcomer on a replica: this router's own requests still
+    /// before their first token, or what the replica reports waiting (at its typical request's
+    /// size), whichever is larger (other router instances send there too).
+    @inline(__always)
+    func queuedAhead(load: ReplicaLoad, speed: ServiceEstimate) -> Double {
+        max(Double(load.pendingPrefillTokens), Double(load.probedWaiting ?? 0) * speed.meanMissTokens)
     }
 
     /// The bounded-load ceiling over the routable members of a pool.
@@ -404,11 +450,15 @@ public struct Router: Sendable {
                 )
             }
         }
-        self.loads.modify(id, default: { ReplicaLoad() }) { load in
+        let (ahead, queueing) = self.loads.modify(id, default: { ReplicaLoad() }) { load in
+            let ahead = load.pendingPrefillTokens
             load.inFlight += 1
             load.pendingPrefillTokens += pending
+            return (ahead, (load.probedWaiting ?? 0) > 0)
         }
-        return PlacementTicket(replicaID: id, pendingTokens: pending)
+        let prompt = keys?.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken) ?? 0
+        return PlacementTicket(
+            replicaID: id, pendingTokens: pending, promptTokens: prompt, aheadTokens: ahead, sentAt: now, replicaWasQueueing: queueing)
     }
 
     /// The first byte of the answer arrived: the prefill is done.
@@ -418,6 +468,32 @@ public struct Router: Sendable {
         self.loads.modify(ticket.replicaID, default: { ReplicaLoad() }) { load in
             load.pendingPrefillTokens = max(0, load.pendingPrefillTokens - ticket.pendingTokens)
         }
+    }
+
+    /// A request ended well: what it took teaches the service model the replica's speed.
+    ///   - firstTokenSeconds: from sending to the first token (nil: the answer came whole).
+    ///   - seconds: from sending to the end.
+    ///   - promptTokens, cachedTokens: the replica's own `usage` figures, when it reported them
+    ///     (their ratio scales the router's estimate of the prefill it did).
+    ///   - outputTokens: `usage.completion_tokens`, when reported.
+    public mutating func observe(
+        _ ticket: PlacementTicket,
+        firstTokenSeconds: Double?,
+        seconds: Double,
+        promptTokens: Int?,
+        cachedTokens: Int?,
+        outputTokens: Int?
+    ) {
+        var miss = ticket.pendingTokens
+        if let prompt = promptTokens, prompt > 0, let cached = cachedTokens {
+            miss = Int((Double(ticket.promptTokens) * Double(max(0, prompt - cached)) / Double(prompt)).rounded())
+        }
+        self.service.observe(
+            replicaID: ticket.replicaID,
+            ServiceObservation(
+                missTokens: miss, replicaWasQueueing: ticket.replicaWasQueueing, aheadTokens: ticket.aheadTokens,
+                firstTokenSeconds: firstTokenSeconds, seconds: seconds, outputTokens: outputTokens)
+        )
     }
 
     /// The request ended (success, failure or cancel).

@@ -207,15 +207,32 @@ public struct ReplicaLoad: Sendable, Equatable {
     }
 }
 
-/// A request placed on a replica, held by the caller until it ends so the load counts stay exact.
+/// A request placed on a replica, held by the caller until it ends so the load counts stay exact
+/// (and so what it took can be learned from: `Router.observe`).
 public struct PlacementTicket: Sendable, Equatable {
     public var replicaID: Int
+    /// Estimated prompt tokens the replica lacks (its prefill).
     public var pendingTokens: Int
     public var firstByteSeen: Bool
+    /// Estimated prompt tokens of the request.
+    public var promptTokens: Int
+    /// This router's uncached tokens on the replica still before their first token when this was sent.
+    public var aheadTokens: Int
+    /// When it was sent (the router's clock).
+    public var sentAt: Double
+    /// The replica's probes showed requests waiting when it was sent.
+    public var replicaWasQueueing: Bool
 
-    public init(replicaID: Int, pendingTokens: Int, firstByteSeen: Bool = false) {
+    public init(
+        replicaID: Int, pendingTokens: Int, firstByteSeen: Bool = false, promptTokens: Int = 0, aheadTokens: Int = 0, sentAt: Double = 0,
+        replicaWasQueueing: Bool = false
+    ) {
+        self.replicaWasQueueing = replicaWasQueueing
         self.replicaID = replicaID
         self.pendingTokens = pendingTokens
         self.firstByteSeen = firstByteSeen
+        self.promptTokens = promptTokens
+        self.aheadTokens = aheadTokens
+        self.sentAt = sentAt
     }
 }

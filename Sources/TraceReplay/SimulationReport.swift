@@ -45,17 +45,28 @@ public struct SimulationReport: Sendable {
             "bounds: ideal (one infinite cache) \(pct(self.bounds.ideal)), global LRU (one cache of the fleet's capacity) \(pct(self.bounds.globalLRU))"
         )
         lines.append("")
-        let header = ["policy", "hit ratio", "x global-LRU", "x ideal", "imbalance p50", "p99", "(instant p99)", "TTFT p50", "p99", "spills"]
+        let header = [
+            "policy", "hit ratio", "x global-LRU", "x ideal", "imbalance p50", "p99", "(instant p99)", "TTFT mean", "p50", "p99", "spills",
+            "queued", "wait p99", "refused", "goodput/s", "makespan",
+        ]
         var rows = [header]
         for p in self.policies {
             rows.append([
                 p.name, pct(p.hitRatio), fixed(self.ratio(p.hitRatio, self.bounds.globalLRU), 2),
                 fixed(self.ratio(p.hitRatio, self.bounds.ideal), 2), fixed(p.loadImbalanceP50, 2), fixed(p.loadImbalanceP99, 2),
                 "(\(fixed(p.instantImbalanceP99, 2)))",
-                ms(p.ttftP50), ms(p.ttftP99), String(p.spills),
+                ms(p.ttftMean), ms(p.ttftP50), ms(p.ttftP99), String(p.spills), String(p.queued), ms(p.queueWaitP99), String(p.rejected),
+                fixed(p.goodput, 2), fixed(p.makespan, 0) + " s",
             ])
         }
         lines += Self.align(rows)
+        if let speeds = self.options.replicaSpeeds {
+            lines.append("")
+            lines.append("replica speeds: " + (0..<self.options.replicas).map { fixed(speeds[$0 % speeds.count], 2) }.joined(separator: " "))
+            for p in self.policies where p.name.hasPrefix("cacheroute") {
+                lines.append("  \(p.name) learned prefill k tokens/s: " + p.learnedPrefillTokensPerSecond.map { fixed($0 / 1000, 1) }.joined(separator: " "))
+            }
+        }
         lines.append("")
         lines.append("per-replica hit ratio:")
         for p in self.policies {
@@ -88,6 +99,8 @@ public struct SimulationReport: Sendable {
             "replicas": .int(Int64(self.options.replicas)),
             "capacity_tokens": .int(Int64(self.options.capacityTokens)),
             "block_tokens": .int(Int64(self.options.blockTokens)),
+            "time_scale": .double(self.options.timeScale),
+            "replica_speeds": self.options.replicaSpeeds.map { .array($0.map { .double($0) }) } ?? .null,
             "ideal_hit_ratio": .double(self.bounds.ideal),
             "global_lru_hit_ratio": .double(self.bounds.globalLRU),
             "goals": .object([
@@ -117,6 +130,14 @@ public struct SimulationReport: Sendable {
                         "per_replica_requests": .array(p.perReplicaRequests.map { .int(Int64($0)) }),
                         "requests": .int(Int64(p.requests)),
                         "rejected": .int(Int64(p.rejected)),
+                        "queue_rejected": .int(Int64(p.queueRejected)),
+                        "queued": .int(Int64(p.queued)),
+                        "queue_wait_mean_seconds": .double(p.queueWaitMean),
+                        "queue_wait_p99_seconds": .double(p.queueWaitP99),
+                        "completed": .int(Int64(p.completed)),
+                        "makespan_seconds": .double(p.makespan),
+                        "goodput_per_second": .double(p.goodput),
+                        "per_replica_prefill_tokens_per_second": .array(p.learnedPrefillTokensPerSecond.map { .double($0.rounded()) }),
                     ])
                 }
             ),

@@ -5,7 +5,7 @@ import RoutingCore
 
 /// A routing policy to simulate: cacheroute's own placement, or a baseline.
 public enum SimulatedPolicy: Sendable {
-    case cacheroute(name: String, settings: RoutingSettings)
+    case cacheroute(name: String, settings: FleetSettings)
     case baseline(BaselinePolicy)
 
     public var name: String {
@@ -15,10 +15,26 @@ public enum SimulatedPolicy: Sendable {
         }
     }
 
-    /// Parses `cacheroute`, `round-robin`, `random`, `least-loaded`, `session-hash`.
-    public static func named(_ name: String, settings: RoutingSettings) -> SimulatedPolicy? {
+    /// Parses `cacheroute`, `cacheroute-static` (the placement before speeds were learned: fixed
+    /// speeds, bounded-load and probe ceilings as policy, no router queue), `round-robin`,
+    /// `random`, `least-loaded`, `session-hash`.
+    public static func named(_ name: String, settings: FleetSettings) -> SimulatedPolicy? {
         if name == "cacheroute" { return .cacheroute(name: name, settings: settings) }
+        if name == "cacheroute-static" { return .cacheroute(name: name, settings: Self.staticSettings(settings)) }
         return BaselinePolicy(rawValue: name).map { .baseline($0) }
+    }
+
+    /// `settings` as the placement was before it learned speeds (2026-11): the comparison for
+    /// the adaptive placement's goals.
+    public static func staticSettings(_ settings: FleetSettings) -> FleetSettings {
+        var s = settings
+        s.routing.placement.learnSpeed = false
+        s.routing.placement.loadFactor = 1.5
+        s.routing.placement.ceilingFloor = 4
+        s.routing.placement.maxWaiting = 64
+        s.routing.placement.maxKVUsage = 0.98
+        s.queue.enabled = false
+        return s
     }
 }
 
@@ -30,6 +46,8 @@ public struct SimulationOptions: Sendable {
     public var timing = EngineTiming()
     /// Trace timestamps are divided by this (2 = replay twice as fast).
     public var timeScale = 1.0
+    /// Speed factor of each replica (cycled when fewer than the replicas), on top of `timing.speed`.
+    public var replicaSpeeds: [Double]?
     /// How often the router sees probed queue depth and KV usage, in seconds.
     public var probeInterval = 2.0
     /// Buckets of the timeline (for plots), in seconds of virtual time.
@@ -45,6 +63,8 @@ public struct SimulationOptions: Sendable {
 public struct PreparedTrace: Sendable {
     struct Item: Sendable {
         var arrival: Double
+        /// The fairness key of the router's queue (the trace's group or session, when it has one).
+        var tenant: String
         var keys: Result<RequestKeys, KeyError>
         var headers: [(String, String)]
         var engineChain: [UInt64]
@@ -84,6 +104,7 @@ public struct PreparedTrace: Sendable {
             items.append(
                 Item(
                     arrival: (request.timestampMs - start) / 1000 / options.timeScale,
+                    tenant: Self.tenant(request),
                     keys: keys,
                     headers: rendered.headers,
                     engineChain: input.chain(blockTokens: options.blockTokens),
@@ -95,6 +116,15 @@ public struct PreparedTrace: Sendable {
         }
         progress(1)
         return PreparedTrace(items: items, name: trace.name, skipped: skipped)
+    }
+}
+
+extension PreparedTrace {
+    /// The fairness key of a trace request: its group when the trace has groups (tenants sharing a
+    /// prompt), else one tenant for all.
+    static func tenant(_ request: TraceRequest) -> String {
+        if case .hashed(let h) = request.content, let group = h.group { return "group-\(group)" }
+        return ""
     }
 }
 
@@ -121,7 +151,22 @@ public struct PolicyResult: Sendable {
     public var perReplicaHitRatio: [Double]
     public var perReplicaRequests: [Int]
     public var requests: Int
+    /// Requests never served: refused by the router's queue (full, or past their deadline) or by an engine.
     public var rejected: Int
+    /// Of those, refused by the router's queue.
+    public var queueRejected: Int
+    /// Seconds requests waited in the router before going to a replica (every request sent counts; most wait 0).
+    public var queueWaitMean: Double
+    public var queueWaitP99: Double
+    /// Requests that waited in the router at all.
+    public var queued: Int
+    public var completed: Int
+    /// From the first arrival to the last answer, seconds.
+    public var makespan: Double
+    /// Completed requests per second of makespan.
+    public var goodput: Double
+    /// What the router learned of each replica's prefill speed (tokens/s) by the end (seeds for baselines).
+    public var learnedPrefillTokensPerSecond: [Double]
     /// Per timeline bucket: fleet hit ratio and mean load imbalance.
     public var timeline: [(time: Double, hitRatio: Double, imbalance: Double)]
 }
@@ -172,33 +217,40 @@ public struct Simulator: Sendable {
     /// Runs one policy. `progress` gets the fraction of requests placed.
     public func run(_ policy: SimulatedPolicy, progress: (Double) -> Void = { _ in }) -> PolicyResult {
         let n = self.options.replicas
-        let fleet = FleetSnapshot(
-            replicas: (1...n).map {
-                ReplicaSpec(name: "r\($0)", url: "http://sim/r\($0)", cacheTokens: self.options.capacityTokens)
-            }
-        )
-        var router: Router
+        var settings = FleetSettings()
         switch policy {
-        case .cacheroute(_, let settings): router = Router(settings: settings)
-        case .baseline: router = Router()
+        case .cacheroute(_, let s):
+            settings = s
+        case .baseline:
+            settings.queue.enabled = false
         }
-        var engines = (0..<n).map { _ in
-            EngineScheduler(
-                cache: EngineCache(capacityTokens: self.options.capacityTokens, blockTokens: self.options.blockTokens),
-                timing: self.options.timing
-            )
+        var core = FleetRouter(
+            settings: settings,
+            replicas: (1...n).map { ReplicaSpec(name: "r\($0)", url: "http://sim/r\($0)", cacheTokens: self.options.capacityTokens) }
+        )
+        let fleet = core.fleet
+        var engines = (0..<n).map { r in
+            var timing = self.options.timing
+            if let speeds = self.options.replicaSpeeds, !speeds.isEmpty { timing.speed *= speeds[r % speeds.count] }
+            return EngineScheduler(cache: EngineCache(capacityTokens: self.options.capacityTokens, blockTokens: self.options.blockTokens), timing: timing)
         }
         let items = self.trace.items
-        var tickets = [PlacementTicket?](repeating: nil, count: items.count)
-        var placedOn = [Int](repeating: -1, count: items.count)
+        var placements = [Placement?](repeating: nil, count: items.count)
+        var sentAt = [Double](repeating: 0, count: items.count)
+        var firstTokenAt = [Double?](repeating: nil, count: items.count)
+        var cachedTokens = [Int](repeating: 0, count: items.count)
         var inFlight = [Int](repeating: 0, count: n)
         var meter = LoadMeter(replicas: n, window: self.options.imbalanceWindow)
         var ttft: [Double] = []
         ttft.reserveCapacity(items.count)
+        var queueWait: [Double] = []
         var imbalance: [Double] = []
         imbalance.reserveCapacity(items.count)
         var tiers: [String: Int] = [:]
         var rejected = 0
+        var refusedByQueue = 0
+        var completed = 0
+        var lastFinish = 0.0
         var pending = EventHeap()
         var nextProbe = 0.0
         var timeline: [(time: Double, hitRatio: Double, imbalance: Double)] = []
@@ -207,55 +259,90 @@ public struct Simulator: Sendable {
         var lastHits = 0
         var lastQueries = 0
 
-        func deliver(until time: Double, router: inout Router) {
+        /// Sends request `i` to its placement's engine at `time`.
+        func send(_ i: Int, _ placement: Placement, at time: Double) {
+            let item = items[i]
+            let replica = placement.replica
+            placements[i] = placement
+            sentAt[i] = time
+            tiers[placement.decision.tier.rawValue, default: 0] += 1
+            inFlight[replica] += 1
+            meter.add(replica: replica, delta: 1, at: time)
+            if time > item.arrival { queueWait.append(time - item.arrival) } else { queueWait.append(0) }
+            engines[replica].submit(
+                EngineRequest(id: i, chain: item.engineChain, promptTokens: item.promptTokens, outputTokens: item.outputTokens),
+                at: time
+            )
+        }
+
+        /// Queued requests that can go now go; those past their deadline are refused.
+        func drainQueue(at time: Double) {
+            for (request, placement) in core.dispatchQueued(now: time) { send(Int(request.id), placement, at: time) }
+            for request in core.expireQueued(now: time) {
+                _ = request
+                rejected += 1
+                refusedByQueue += 1
+            }
+        }
+
+        func deliver(until time: Double) {
             while let event = pending.peek(), event.time <= time {
                 pending.pop()
                 let i = event.id
                 switch event.kind {
-                case .firstToken:
-                    if var ticket = tickets[i] {
-                        router.firstByte(&ticket)
-                        tickets[i] = ticket
-                    }
+                case .firstToken(let cached):
+                    firstTokenAt[i] = event.time
+                    cachedTokens[i] = cached
+                    if let p = placements[i] { core.firstByte(&p.ticket) }
                     ttft.append(event.time - items[i].arrival)
                 case .finished, .rejected:
-                    if event.kind == .rejected { rejected += 1 }
-                    if let ticket = tickets[i] { router.finish(ticket) }
-                    tickets[i] = nil
-                    inFlight[placedOn[i]] -= 1
-                    meter.add(replica: placedOn[i], delta: -1, at: event.time)
+                    guard let p = placements[i] else { break }
+                    if event.kind == .rejected {
+                        rejected += 1
+                        _ = core.finish(p, outcome: .serverError(500), now: event.time)
+                    } else {
+                        completed += 1
+                        lastFinish = max(lastFinish, event.time)
+                        core.observe(
+                            p, firstTokenSeconds: firstTokenAt[i].map { $0 - sentAt[i] }, seconds: event.time - sentAt[i],
+                            promptTokens: items[i].promptTokens, cachedTokens: cachedTokens[i], outputTokens: items[i].outputTokens)
+                        _ = core.finish(p, outcome: .success, now: event.time)
+                    }
+                    placements[i] = nil
+                    inFlight[p.replica] -= 1
+                    meter.add(replica: p.replica, delta: -1, at: event.time)
                 case .token:
                     break
                 }
+                // Load dropped: what waits in the router may go now.
+                drainQueue(at: event.time)
             }
         }
 
-        func advance(to time: Double, router: inout Router) {
+        func advance(to time: Double) {
             // Probes see the engines at their own times, between arrivals.
             while nextProbe <= time {
                 for r in 0..<n {
                     for e in engines[r].advance(to: nextProbe) { pending.push(HeapEvent(time: e.time, id: e.id, kind: e.kind)) }
                 }
-                deliver(until: nextProbe, router: &router)
+                deliver(until: nextProbe)
                 for r in 0..<n {
-                    router.observeProbe(
-                        replicaID: fleet.ids[r],
-                        waiting: engines[r].waitingCount,
-                        running: engines[r].runningCount,
-                        kvUsage: engines[r].cache.usage,
-                        cacheTokens: nil
-                    )
+                    core.observeLoad(
+                        fleet.replicas[r].name, waiting: engines[r].waitingCount, running: engines[r].runningCount, kvUsage: engines[r].cache.usage,
+                        cacheTokens: nil)
                 }
+                drainQueue(at: nextProbe)
                 nextProbe += self.options.probeInterval
             }
             for r in 0..<n {
                 for e in engines[r].advance(to: time) { pending.push(HeapEvent(time: e.time, id: e.id, kind: e.kind)) }
             }
-            deliver(until: time, router: &router)
+            deliver(until: time)
         }
 
+        let deadline = settings.queue.timeoutSeconds
         for (i, item) in items.enumerated() {
-            advance(to: item.arrival, router: &router)
+            advance(to: item.arrival)
             while item.arrival >= bucketEnd {
                 let hits = engines.reduce(0) { $0 + $1.cache.hitTokens }
                 let queries = engines.reduce(0) { $0 + $1.cache.queriedTokens }
@@ -273,44 +360,43 @@ public struct Simulator: Sendable {
                 imbalance.append(value)
                 bucketImbalance.append(value)
             }
-            let lookup: (String) -> String? = { name in item.headers.last { $0.0 == name }?.1 }
-            let decision: RoutingDecision
-            let ticket: PlacementTicket?
             switch policy {
             case .cacheroute:
-                (decision, ticket) = router.place(item.keys, header: lookup, fleet: fleet, now: item.arrival)
+                let request = QueuedRequest(
+                    id: UInt64(i), keys: item.keys, headers: item.headers.map { (name: $0.0, value: $0.1) }, tenant: item.tenant,
+                    enqueuedAt: item.arrival, deadline: item.arrival + deadline)
+                switch core.admit(request, now: item.arrival) {
+                case .placed(let placement): send(i, placement, at: item.arrival)
+                case .queued: break
+                case .rejected, .unplaced:
+                    rejected += 1
+                    refusedByQueue += 1
+                }
             case .baseline(let b):
-                decision = router.decide(baseline: b, item.keys, fleet: fleet, counter: UInt64(i))
-                ticket = decision.replica.map { router.commit(try? item.keys.get(), decision: decision, replica: $0, fleet: fleet, now: item.arrival) }
+                guard let placement = core.route(baseline: b, item.keys, counter: UInt64(i), now: item.arrival).placement else {
+                    rejected += 1
+                    continue
+                }
+                send(i, placement, at: item.arrival)
             }
-            guard let replica = decision.replica, let ticket else {
-                rejected += 1
-                continue
-            }
-            tiers[decision.tier.rawValue, default: 0] += 1
-            tickets[i] = ticket
-            placedOn[i] = replica
-            inFlight[replica] += 1
-            meter.add(replica: replica, delta: 1, at: item.arrival)
-            engines[replica].submit(
-                EngineRequest(id: i, chain: item.engineChain, promptTokens: item.promptTokens, outputTokens: item.outputTokens),
-                at: item.arrival
-            )
             if i % 128 == 0 { progress(Double(i) / Double(items.count)) }
         }
         // Load imbalance is measured while the trace arrives, not while the fleet drains afterwards.
         meter.stop(at: items.last?.arrival ?? 0)
-        // Drain.
+        // Drain: the engines, and what still waits in the router.
         var t = items.last?.arrival ?? 0
-        while engines.contains(where: { !$0.isIdle }) {
-            t += 60
-            advance(to: t, router: &router)
+        while engines.contains(where: { !$0.isIdle }) || !core.queue.isEmpty {
+            t += 1
+            advance(to: t)
+            drainQueue(at: t)
         }
-        deliver(until: .infinity, router: &router)
+        deliver(until: .infinity)
         progress(1)
 
         let hits = engines.map(\.cache.hitTokens)
         let queries = engines.map(\.cache.queriedTokens)
+        let start = items.first?.arrival ?? 0
+        let makespan = max(0, lastFinish - start)
         return PolicyResult(
             name: policy.name,
             hitRatio: Double(hits.reduce(0, +)) / Double(max(1, queries.reduce(0, +))),
@@ -328,6 +414,14 @@ public struct Simulator: Sendable {
             perReplicaRequests: engines.map(\.finishedRequests),
             requests: items.count,
             rejected: rejected,
+            queueRejected: refusedByQueue,
+            queueWaitMean: queueWait.isEmpty ? 0 : queueWait.reduce(0, +) / Double(queueWait.count),
+            queueWaitP99: Self.percentile(queueWait, 0.99),
+            queued: queueWait.filter { $0 > 0 }.count,
+            completed: completed,
+            makespan: makespan,
+            goodput: makespan > 0 ? Double(completed) / makespan : 0,
+            learnedPrefillTokensPerSecond: fleet.ids.map { core.router.service.estimate(replicaID: $0).prefillTokensPerSecond },
             timeline: timeline
         )
     }

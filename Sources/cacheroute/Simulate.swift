@@ -30,7 +30,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(name: .customLong("block-tokens"), help: "KV block size of the simulated engines, in tokens.")
     var blockTokens = 16
 
-    @Option(help: "Policies to compare, comma-separated: cacheroute, round-robin, random, least-loaded, session-hash.")
+    @Option(help: "Policies to compare, comma-separated: cacheroute, cacheroute-static (fixed speeds, load and probe ceilings as policy, no queue: the placement before 2026-12), round-robin, random, least-loaded, session-hash.")
     var policies = "cacheroute,round-robin,random,least-loaded,session-hash"
 
     @Option(help: "A cacheroute config file whose routing section cacheroute uses (default: built-in defaults).")
@@ -42,6 +42,9 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Speed factor of the simulated engines (2 = twice as fast).")
     var speed = 1.0
 
+    @Option(name: .customLong("replica-speeds"), help: "A speed factor per replica, comma-separated (0.5,0.5,1,1,1,1,2,2); cycled when shorter than --replicas.")
+    var replicaSpeeds: String?
+
     @Option(name: .customLong("imbalance-window"), help: "Seconds over which in-flight counts are averaged for the load imbalance.")
     var imbalanceWindow = 60.0
 
@@ -52,10 +55,10 @@ struct Simulate: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        var settings = RoutingSettings()
+        var settings = FleetSettings()
         if let config = self.config {
             do {
-                settings = try RouterConfiguration.load(path: config).routing
+                settings = try RouterConfiguration.load(path: config).fleetSettings
             } catch {
                 printError(error.description)
                 throw ExitCode(1)
@@ -66,7 +69,7 @@ struct Simulate: AsyncParsableCommand {
         var chosen: [SimulatedPolicy] = []
         for name in self.policies.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
             guard let p = SimulatedPolicy.named(name, settings: settings) else {
-                throw ValidationError("unknown policy '\(name)' (cacheroute, round-robin, random, least-loaded, session-hash)")
+                throw ValidationError("unknown policy '\(name)' (cacheroute, cacheroute-static, round-robin, random, least-loaded, session-hash)")
             }
             chosen.append(p)
         }
@@ -77,10 +80,17 @@ struct Simulate: AsyncParsableCommand {
         options.blockTokens = self.blockTokens
         options.timeScale = self.timeScale
         options.timing.speed = self.speed
+        if let text = self.replicaSpeeds {
+            let speeds = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard !speeds.isEmpty, speeds.allSatisfy({ $0 != nil && $0! > 0 }) else {
+                throw ValidationError("--replica-speeds: expected positive numbers separated by commas, got '\(text)'")
+            }
+            options.replicaSpeeds = speeds.map { $0! }
+        }
         options.imbalanceWindow = self.imbalanceWindow
 
         let bar = ProgressBar(enabled: !self.json || isatty(2) != 0, total: chosen.count + 1)
-        let prepared = PreparedTrace.prepare(trace, options: options, keying: settings.keying) { bar.update(stage: 0, fraction: $0, label: "rendering") }
+        let prepared = PreparedTrace.prepare(trace, options: options, keying: settings.routing.keying) { bar.update(stage: 0, fraction: $0, label: "rendering") }
         let simulator = Simulator(trace: prepared, options: options)
         let started = Date()
         let results = await withTaskGroup(of: (Int, PolicyResult?, CacheBounds?).self) { group in

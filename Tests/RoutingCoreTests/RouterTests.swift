@@ -105,7 +105,11 @@ struct RouterTests {
 
     @Test func probedQueueAndKVCeilingsMakeReplicasIneligible() {
         let f = fleet(3)
-        var router = Router()
+        // Off by default (safety limits an operator sets): the learned costs carry the load.
+        var settings = RoutingSettings()
+        settings.placement.maxWaiting = 64
+        settings.placement.maxKVUsage = 0.98
+        var router = Router(settings: settings)
         let keys = KeyExtractor.extract(api: .chat, body: conversation(1, turns: 1), rules: router.settings.keying)
         let preferred = router.decide(keys, fleet: f, now: 0).replica!
         router.observeProbe(replicaID: f.ids[preferred], waiting: 500, running: 10, kvUsage: 0.5, cacheTokens: nil)

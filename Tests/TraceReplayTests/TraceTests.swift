@@ -108,7 +108,7 @@ struct TraceTests {
         options.replicas = 4
         options.capacityTokens = 200_000
         let sim = Simulator(trace: PreparedTrace.prepare(trace, options: options, keying: KeyingRules()), options: options)
-        let ours = sim.run(.cacheroute(name: "cacheroute", settings: RoutingSettings()))
+        let ours = sim.run(.cacheroute(name: "cacheroute", settings: FleetSettings()))
         let random = sim.run(.baseline(.random))
         let bounds = sim.bounds()
         #expect(ours.hitRatio > 0.95 * bounds.globalLRU, "\(ours.hitRatio) vs bound \(bounds.globalLRU)")

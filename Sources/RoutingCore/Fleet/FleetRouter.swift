@@ -3,12 +3,29 @@ public struct FleetSettings: Sendable, Equatable {
     public var routing: RoutingSettings
     public var health: HealthSettings
     public var retry: RetrySettings
+    public var queue: QueueSettings
 
-    public init(routing: RoutingSettings = RoutingSettings(), health: HealthSettings = HealthSettings(), retry: RetrySettings = RetrySettings()) {
+    public init(
+        routing: RoutingSettings = RoutingSettings(), health: HealthSettings = HealthSettings(), retry: RetrySettings = RetrySettings(),
+        queue: QueueSettings = QueueSettings()
+    ) {
         self.routing = routing
         self.health = health
         self.retry = retry
+        self.queue = queue
     }
+}
+
+/// What became of a request offered to the fleet.
+public enum Admission: Sendable {
+    /// It goes to this replica now.
+    case placed(Placement)
+    /// It waits in the router's queue for a replica with room (`dispatchQueued` sends it on).
+    case queued
+    /// The queue cannot take it.
+    case rejected(QueueRejection)
+    /// No replica can take it at all (none routable for its model).
+    case unplaced(RoutingDecision)
 }
 
 /// Every decision the router makes about its fleet, in one value: where a request goes (the
@@ -26,6 +43,8 @@ public struct FleetRouter: Sendable {
     public private(set) var router: Router
     public private(set) var health: FleetHealth
     public private(set) var retries: RetryPolicy
+    /// Requests waiting for a replica with room.
+    public private(set) var queue: AdmissionQueue
     /// Bumped on every rebuild of the snapshot.
     public private(set) var version = 1
 
@@ -35,6 +54,7 @@ public struct FleetRouter: Sendable {
         self.router = Router(settings: settings.routing)
         self.health = FleetHealth(settings: settings.health)
         self.retries = RetryPolicy(settings: settings.retry, now: now)
+        self.queue = AdmissionQueue(settings: settings.queue)
         self.health.retain(replicas.map(\.name), now: now)
         self.fleet = FleetSnapshot(replicas: replicas, vnodesPerWeight: settings.routing.placement.vnodesPerWeight)
     }
@@ -50,6 +70,123 @@ public struct FleetRouter: Sendable {
         guard let replica = decision.replica, let ticket else { return (decision, nil) }
         self.retries.deposit(now: now)
         return (decision, Placement(decision: decision, replica: replica, ticket: ticket, fleet: fleet))
+    }
+
+    /// Offers a request to the fleet: it goes now to the replica the placement chooses if that one
+    /// has room, else it waits in the router's queue (when the queue is on) for a replica with
+    /// room: preferably the one that holds its prefix, which the placement goes on choosing as long
+    /// as waiting for it is cheaper than a miss elsewhere.
+    public mutating func admit(_ request: QueuedRequest, now: Double) -> Admission {
+        if self.health.ejectionEnded(now: now) { self.expireEjections(now: now) }
+        let fleet = self.fleet
+        let decision = self.router.decide(request.keys, header: request.header, fleet: fleet, now: now)
+        guard let replica = decision.replica else { return .unplaced(decision) }
+        if self.settings.queue.enabled, !self.hasRoom(replica, fleet: fleet) {
+            if let refused = self.queue.enqueue(request) { return .rejected(refused) }
+            return .queued
+        }
+        return .placed(self.commit(request.keys, decision, replica, missTokens: decision.missTokens, fleet: fleet, now: now))
+    }
+
+    /// Sends on the queued requests that can go now (call when a replica's load dropped: an answer
+    /// started or ended, a probe came in), in two passes over the first `lookahead` of the queue:
+    /// first each request to the replica its placement chooses, if that one has room (late
+    /// binding: the replica that holds its prefix, as soon as it frees up); then each replica that
+    /// would otherwise run dry takes the waiting request that loses the least cache by going there
+    /// (a fresh prefix loses nothing), so no replica idles while requests wait.
+    public mutating func dispatchQueued(now: Double) -> [(request: QueuedRequest, placement: Placement)] {
+        guard !self.queue.isEmpty else { return [] }
+        let fleet = self.fleet
+        let waiting = self.queue.peek(limit: max(1, self.settings.queue.lookahead))
+        var placements: [(QueuedRequest, Placement)] = []
+        var left: [(request: QueuedRequest, decision: RoutingDecision)] = []
+        for request in waiting {
+            let decision = self.router.decide(request.keys, header: request.header, fleet: fleet, now: now)
+            guard let best = decision.replica else { continue }
+            if self.hasRoom(best, fleet: fleet) {
+                placements.append((request, self.commit(request.keys, decision, best, missTokens: decision.missTokens, fleet: fleet, now: now)))
+            } else {
+                left.append((request, decision))
+            }
+        }
+        if !left.isEmpty {
+            for replica in fleet.replicas.indices where fleet.routable[replica] && !left.isEmpty && self.runsDry(replica, fleet: fleet) {
+                // The request that loses the least by going here (higher priority first, then older).
+                var choice: (index: Int, loss: Int, miss: Int)?
+                for (i, entry) in left.enumerated() {
+                    guard let c = entry.decision.candidates.first(where: { $0.replica == replica && $0.eligible }) else { continue }
+                    let miss = entry.decision.promptTokens - c.cachedTokens
+                    let loss = max(0, miss - entry.decision.missTokens)
+                    if let best = choice {
+                        let a = left[best.index].request
+                        if a.priority > entry.request.priority || (a.priority == entry.request.priority && best.loss <= loss) { continue }
+                    }
+                    choice = (i, loss, miss)
+                }
+                guard let choice else { continue }
+                let entry = left.remove(at: choice.index)
+                placements.append((entry.request, self.commit(entry.request.keys, entry.decision, replica, missTokens: choice.miss, fleet: fleet, now: now)))
+            }
+        }
+        self.queue.take(Set(placements.map(\.0.id)))
+        return placements
+    }
+
+    /// Whether a replica is idle: nothing of this router's in flight there, nothing waiting in its
+    /// probes (capacity that is lost for good if nobody takes it).
+    func runsDry(_ replica: Int, fleet: FleetSnapshot) -> Bool {
+        let load = self.router.load(replicaID: fleet.ids[replica])
+        return load.inFlight == 0 && (load.probedWaiting ?? 0) == 0
+    }
+
+    /// Takes out the queued requests whose deadline passed.
+    public mutating func expireQueued(now: Double) -> [QueuedRequest] {
+        self.queue.isEmpty ? [] : self.queue.expire(now: now)
+    }
+
+    /// Takes a queued request out (its client left).
+    @discardableResult
+    public mutating func cancelQueued(id: UInt64) -> QueuedRequest? {
+        self.queue.remove(id: id)
+    }
+
+    /// Whether a replica can take one more request without queueing it: the prefill queued on it
+    /// is under `queue.max_replica_wait` at its learned speed, and its requests in flight under its
+    /// learned concurrency (with headroom).
+    public func hasRoom(_ replica: Int, fleet: FleetSnapshot) -> Bool {
+        let id = fleet.ids[replica]
+        let q = self.settings.queue
+        let speed = self.router.service.estimate(replicaID: id)
+        let load = self.router.load(replicaID: id)
+        if self.router.queuedAhead(load: load, speed: speed) / speed.prefillTokensPerSecond > q.maxReplicaWaitSeconds { return false }
+        if let limit = speed.concurrencyLimit, Double(load.inFlight) >= max(1, limit * q.concurrencyHeadroom) { return false }
+        return true
+    }
+
+    mutating func commit(
+        _ keys: Result<RequestKeys, KeyError>, _ decision: RoutingDecision, _ replica: Int, missTokens: Int, fleet: FleetSnapshot, now: Double
+    ) -> Placement {
+        let ticket = self.router.commit(try? keys.get(), decision: decision, replica: replica, missTokens: missTokens, fleet: fleet, now: now)
+        self.retries.deposit(now: now)
+        return Placement(decision: decision, replica: replica, ticket: ticket, fleet: fleet)
+    }
+
+    /// A decision by a baseline policy (the simulator's comparisons), committed like any other.
+    public mutating func route(baseline policy: BaselinePolicy, _ keys: Result<RequestKeys, KeyError>, counter: UInt64, now: Double) -> (decision: RoutingDecision, placement: Placement?) {
+        let fleet = self.fleet
+        let decision = self.router.decide(baseline: policy, keys, fleet: fleet, counter: counter)
+        guard let replica = decision.replica else { return (decision, nil) }
+        let ticket = self.router.commit(try? keys.get(), decision: decision, replica: replica, fleet: fleet, now: now)
+        return (decision, Placement(decision: decision, replica: replica, ticket: ticket, fleet: fleet))
+    }
+
+    /// A request ended well: what it took teaches the service model (see `Router.observe`).
+    public mutating func observe(
+        _ placement: Placement, firstTokenSeconds: Double?, seconds: Double, promptTokens: Int?, cachedTokens: Int?, outputTokens: Int?
+    ) {
+        self.router.observe(
+            placement.ticket, firstTokenSeconds: firstTokenSeconds, seconds: seconds, promptTokens: promptTokens, cachedTokens: cachedTokens,
+            outputTokens: outputTokens)
     }
 
     /// Where a request goes after its attempt on `previous` failed before the first byte: the next
@@ -136,6 +273,7 @@ public struct FleetRouter: Sendable {
         self.router.update(settings: settings.routing)
         self.health.settings = settings.health
         self.retries.settings = settings.retry
+        self.queue.settings = settings.queue
         self.membership.configured = replicas
         self.rebuild(now: now)
     }
