@@ -98,7 +98,16 @@ final class AdminHandler: ChannelInboundHandler {
             let reason = !probed ? "first probe round not finished" : routable == 0 ? "no routable replica" : "ready"
             self.json(context, head, ready ? .ok : .serviceUnavailable, .object(["status": .string(reason), "routable_replicas": .int(Int64(routable))]))
         case (.GET, "/admin/replicas"):
-            self.json(context, head, .ok, .object(["replicas": .array(self.state.replicaReport().map(Self.replicaJSON))]))
+            let queue = self.state.queueReport(drain: false)
+            self.json(
+                context, head, .ok,
+                .object([
+                    "replicas": .array(self.state.replicaReport().map(Self.replicaJSON)),
+                    "queue": .object([
+                        "depth": .int(Int64(queue.depth)), "bytes": .int(Int64(queue.bytes)), "queued_total": .int(Int64(queue.queued)),
+                        "refused_total": .object(QueueRejection.allCases.map { .init($0.rawValue, .int(Int64(queue.refused[$0] ?? 0))) }),
+                    ]),
+                ]))
         case (.POST, "/admin/explain"):
             self.explain(context, head)
         default:
@@ -129,6 +138,11 @@ final class AdminHandler: ChannelInboundHandler {
             "prefix_cache_hit_ratio": num(p.hitRatio),
             "cache_tokens": int(r.spec.cacheTokens ?? p.cacheTokens),
             "last_probe_error": (r.endpoint.urlError ?? p.lastError).map { .string($0) } ?? .null,
+            "prefill_tokens_per_second": .double(r.speed.prefillTokensPerSecond.rounded()),
+            "learned_prefill_tokens_per_second": num(r.learned.map { $0.prefillTokensPerSecond.rounded() }),
+            "decode_seconds_per_token": .double((r.speed.decodeSecondsPerToken * 1e5).rounded() / 1e5),
+            "concurrency_limit": num(r.learned?.concurrencyLimit.map { ($0 * 10).rounded() / 10 }),
+            "speed_samples": .int(Int64(r.learned?.prefillSamples ?? 0)),
             "last_error": r.health.lastError.map { .string($0) } ?? .null,
         ])
     }

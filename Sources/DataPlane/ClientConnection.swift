@@ -313,13 +313,53 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             keys = .failure(KeyError(.invalidField, "\(x.summary.path) is routed without keys"))
         }
         x.keys = keys
-        switch self.state.route(keys, header: lookup) {
+        let queue = self.settings.queue
+        let k = try? keys.get()
+        let tenant = queue.tenant(keys: k, header: lookup)
+        let priority = queue.priority(tenant: tenant, model: k?.model, header: lookup)
+        let result = self.state.admit(keys, header: lookup, tenant: tenant, priority: priority, bytes: x.body.readableBytes) {
+            // Made only when the request waits: the queue's answer comes back on this loop.
+            let bound = NIOLoopBound((self, x), eventLoop: self.context!.eventLoop)
+            return { outcome in
+                bound.eventLoop.execute {
+                    let (connection, exchange) = bound.value
+                    connection.queueOutcome(exchange, outcome)
+                }
+            }
+        }
+        switch result {
         case .placed(let placement):
             x.placement = placement
             self.run(self.machine.placed())
+        case .queued(let id):
+            x.queueID = id
+            self.run(self.machine.queued())
+        case .refused(let reason, let retryAfter):
+            x.retryAfter = retryAfter
+            self.run(self.machine.queueRefused(reason))
         case .unplaced(let reason):
             x.detail = reason
             self.run(self.machine.noReplica())
+        }
+    }
+
+    /// What the router's queue did with this connection's request.
+    func queueOutcome(_ x: Exchange, _ outcome: RouterState.QueueOutcome) {
+        guard self.exchange === x, x.queueID != nil else {
+            // The client left meanwhile: the replica's place it got is given back at once.
+            if case .dispatched(let placement, _) = outcome { self.state.finish(placement, outcome: .clientGone) }
+            return
+        }
+        x.queueID = nil
+        switch outcome {
+        case .dispatched(let placement, let waited):
+            x.summary.queuedSeconds = waited
+            x.placement = placement
+            self.run(self.machine.dispatched())
+        case .refused(let reason, let retryAfter, let waited):
+            x.summary.queuedSeconds = waited
+            x.retryAfter = retryAfter
+            self.run(self.machine.queueRefused(reason))
         }
     }
 
@@ -393,7 +433,9 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             lease.send(head: requestHead, body: x.body, isHead: head.methodIs("HEAD"), to: self)
         }
         buffers?.give(requestHead)
-        x.firstByteDeadline = .now() + .nanoseconds(Int64(self.settings.upstream.firstByteTimeout * 1e9))
+        let now = NIODeadline.now()
+        x.sentAt = now
+        x.firstByteDeadline = now + .nanoseconds(Int64(self.settings.upstream.firstByteTimeout * 1e9))
     }
 
     /// Asks the routing core for another replica (`.retry`).
@@ -544,10 +586,12 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         guard let placement = x.placement else { return }
         x.placement = nil
         if outcome == .success {
-            // An answer that went well: its load is released once the answer is out. A failure is
-            // accounted at once (a retry decides next, and passive health must count it).
+            // An answer that went well: its load is released once the answer is out, and what it
+            // took teaches the service model. A failure is accounted at once (a retry decides
+            // next, and passive health must count it).
             let state = self.state
-            self.afterFlush { state.finish(placement, outcome: .success) }
+            let observation = self.observation(x)
+            self.afterFlush { state.finish(placement, outcome: .success, observation: observation) }
             return
         }
         self.state.finish(placement, outcome: outcome)
@@ -559,6 +603,17 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             }
             self.observer.attemptFailed(replica: placement.replicaName, outcome: outcome)
         }
+    }
+
+    /// What a successful attempt took, as the service model learns it: a stream's first token
+    /// (its first body bytes), the whole answer, and the replica's own usage figures.
+    func observation(_ x: Exchange) -> RouterState.Observation? {
+        guard let sent = x.sentAt else { return nil }
+        let now = NIODeadline.now()
+        let first = x.plan?.isSSE == true ? x.firstBodyAt.map { Double(($0 - sent).nanoseconds) / 1e9 } : nil
+        return RouterState.Observation(
+            firstTokenSeconds: first, seconds: Double((now - sent).nanoseconds) / 1e9, promptTokens: x.usage.promptTokens,
+            cachedTokens: x.usage.cachedTokens, outputTokens: x.usage.completionTokens)
     }
 
     /// The replica's answer is complete (`.finishResponse`).
@@ -629,6 +684,10 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     func abandon(endAttempt: AttemptOutcome?) {
         guard let x = self.exchange else { return }
         x.summary.clientGone = true
+        if let id = x.queueID {
+            x.queueID = nil
+            self.state.leaveQueue(id: id)
+        }
         if let lease = x.lease {
             // Cancels the replica's work by dropping its connection.
             x.lease = nil
@@ -656,6 +715,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         case .gatewayTimeout:
             if self.machine.responseStarted { return .gatewayTimeout("no data from the replica for \(Int(self.settings.upstream.idleTimeout)) s") }
             return .gatewayTimeout("replica \(replica) did not answer within \(Int(self.settings.upstream.firstByteTimeout)) s")
+        case .overloaded(let reason):
+            return .overloaded(reason, retryAfter: x.retryAfter ?? 1)
         }
     }
 
@@ -696,6 +757,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if let first = x.firstBodyAt { x.summary.firstTokenSeconds = Double((first - x.started).nanoseconds) / 1e9 }
         x.summary.usagePromptTokens = x.usage.promptTokens
         x.summary.usageCachedTokens = x.usage.cachedTokens
+        x.summary.usageOutputTokens = x.usage.completionTokens
         // A request whose head never parsed is not reported (there is no request to speak of).
         guard let head = x.head else { return }
         x.head = nil

@@ -39,6 +39,12 @@ final class Exchange {
     /// What went wrong, for the error message (a parse error, the last failure of a replica, why
     /// no replica was routable).
     var detail: String?
+    /// Its id in the router's queue while it waits there.
+    var queueID: UInt64?
+    /// Seconds to tell a refused client to wait.
+    var retryAfter: Int?
+    /// When the current attempt's request went to the replica.
+    var sentAt: NIODeadline?
 
     init(head: HTTP1Head?, started: NIODeadline, remote: String?, requestID: RequestID) {
         self.head = head

@@ -1,5 +1,6 @@
 import FastJSON
 import NIOHTTP1
+import RoutingCore
 
 /// An error the router itself answers with, OpenAI-shaped: `{"error": {"message", "type", "code"}}`.
 public struct ProxyError: Error, Sendable {
@@ -16,6 +17,14 @@ public struct ProxyError: Error, Sendable {
 
     public static func noReplica(_ reason: String) -> ProxyError {
         ProxyError(status: .serviceUnavailable, type: "service_unavailable", code: "no_healthy_replica", message: "no replica can take this request: \(reason)", retryAfter: 2)
+    }
+
+    /// The router's queue refused the request (503, with when to try again).
+    public static func overloaded(_ reason: QueueRejection, retryAfter: Int) -> ProxyError {
+        let message = reason == .full
+            ? "every replica is busy and the router's queue is full; retry after \(retryAfter) s"
+            : "every replica stayed busy for as long as the router's queue holds a request (queue.timeout); retry after \(retryAfter) s"
+        return ProxyError(status: .serviceUnavailable, type: "overloaded_error", code: reason.rawValue, message: message, retryAfter: retryAfter)
     }
 
     public static func badGateway(_ detail: String) -> ProxyError {

@@ -13,11 +13,15 @@ public final class ProxyServer: Service, Sendable {
     public let state: RouterState
     public let server: HTTPServer
     let logger: Logger
+    /// Offers the router's queue to the replicas and refuses what waited too long, every 50 ms
+    /// (answers that end offer it too, as they free room).
+    let queueTimer: RepeatedTask
 
-    init(state: RouterState, server: HTTPServer, logger: Logger) {
+    init(state: RouterState, server: HTTPServer, logger: Logger, queueTimer: RepeatedTask) {
         self.state = state
         self.server = server
         self.logger = logger
+        self.queueTimer = queueTimer
     }
 
     public static func start(
@@ -40,7 +44,10 @@ public final class ProxyServer: Service, Sendable {
         ) { _ in
             [ClientConnection(state: state, loops: loops, models: models, observer: observer)]
         }
-        let proxy = ProxyServer(state: state, server: server, logger: logger)
+        let queueTimer = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(50), delay: .milliseconds(50)) { _ in
+            state.serveQueue()
+        }
+        let proxy = ProxyServer(state: state, server: server, logger: logger, queueTimer: queueTimer)
         state.observe { fleet in
             loops.prune(keeping: fleet.endpoints)
         }
@@ -55,11 +62,13 @@ public final class ProxyServer: Service, Sendable {
         let drain = self.state.config.shutdown.drainSeconds
         self.logger.info("draining", metadata: ["connections": "\(self.server.connectionCount)", "deadline_seconds": "\(drain)"])
         await self.server.shutdown(gracefulWithin: drain)
+        self.queueTimer.cancel()
         self.logger.info("stopped")
     }
 
     /// Stops at once (tests).
     public func stop(drain seconds: Double = 0.5) async {
         await self.server.shutdown(gracefulWithin: seconds)
+        self.queueTimer.cancel()
     }
 }

@@ -15,10 +15,12 @@ import Darwin
 struct UsageScanner {
     private(set) var promptTokens: Int?
     private(set) var cachedTokens: Int?
+    /// `usage.completion_tokens`.
+    private(set) var completionTokens: Int?
     /// The last bytes of the stream so far (held inline: no allocation per response). A key,
-    /// its colon and its number span at most 32 bytes, so one cut by any number of piece
+    /// its colon and its number span at most 40 bytes, so one cut by any number of piece
     /// boundaries is whole in this tail joined to the start of the next piece.
-    private var tail = InlineArray<32, UInt8>(repeating: 0)
+    private var tail = InlineArray<40, UInt8>(repeating: 0)
     private var tailCount = 0
 
     /// Only the end of each piece is scanned: `usage` closes a JSON answer and is the last
@@ -43,7 +45,7 @@ struct UsageScanner {
             // The stream's last bytes, which span pieces when pieces are short.
             let kept = min(all.count, self.tail.count)
             let fromOld = min(self.tailCount, self.tail.count - kept)
-            var tail = InlineArray<32, UInt8>(repeating: 0)
+            var tail = InlineArray<40, UInt8>(repeating: 0)
             for i in 0..<fromOld { tail[i] = self.tail[self.tailCount - fromOld + i] }
             for i in 0..<kept { tail[fromOld + i] = all[all.count - kept + i] }
             self.tail = tail
@@ -60,13 +62,20 @@ struct UsageScanner {
             i = colon + 1
             let key = UnsafeBufferPointer(rebasing: bytes[(colon - 15)..<colon])
             let isPrompt = key.elementsEqual(Self.prompt)
-            guard isPrompt || key.elementsEqual(Self.cached), let value = Self.number(bytes, from: colon + 1) else { continue }
-            if isPrompt { self.promptTokens = value } else { self.cachedTokens = value }
+            if isPrompt || key.elementsEqual(Self.cached) {
+                guard let value = Self.number(bytes, from: colon + 1) else { continue }
+                if isPrompt { self.promptTokens = value } else { self.cachedTokens = value }
+            } else if colon >= 19, UnsafeBufferPointer(rebasing: bytes[(colon - 19)..<colon]).elementsEqual(Self.completion),
+                let value = Self.number(bytes, from: colon + 1)
+            {
+                self.completionTokens = value
+            }
         }
     }
 
     static let prompt = Array(#""prompt_tokens""#.utf8)
     static let cached = Array(#""cached_tokens""#.utf8)
+    static let completion = Array(#""completion_tokens""#.utf8)
 
     /// A non-negative integer after optional spaces; nil when cut by the end (read again with the seam).
     static func number(_ bytes: UnsafeBufferPointer<UInt8>, from: Int) -> Int? {

@@ -30,6 +30,10 @@ public struct RequestSummary: Sendable {
     public var requestID: RequestID?
     /// The client's address (the connection's peer, not `X-Forwarded-For`).
     public var client: String?
+    /// Seconds it waited in the router's queue (nil: it did not wait).
+    public var queuedSeconds: Double?
+    /// `usage.completion_tokens` of the answer, when present.
+    public var usageOutputTokens: Int?
 
     public init(route: String, method: String, path: String) {
         self.route = route

@@ -10,6 +10,9 @@ public struct ProxySettings: Sendable {
     public var keying: KeyingRules
     public var upstream: UpstreamSettings
     public var limits: LimitSettings
+    public var queue: QueueSettings
+    /// Header names pinned-group rules match on.
+    public var pinnedHeaders: [String]
     /// Event loops sharing `max_connections_per_replica`.
     public var eventLoops: Int
 
@@ -17,6 +20,8 @@ public struct ProxySettings: Sendable {
         self.keying = config.routing.keying
         self.upstream = config.upstream
         self.limits = config.limits
+        self.queue = config.queue
+        self.pinnedHeaders = config.routing.placement.pinned.compactMap { $0.header?.name }
         self.eventLoops = eventLoops
     }
 }
@@ -35,7 +40,17 @@ public final class RouterState: Sendable {
         /// What the probes last learned of each replica.
         var probes: [String: ProbeReport] = [:]
         var proxySettings: ProxySettings
+        /// Who to tell when a queued request gets a replica or is refused, by queue id.
+        var waiters: [UInt64: QueueWaiter] = [:]
+        var nextQueueID: UInt64 = 1
+        /// When the queue was last offered to the replicas (dispatches triggered by answers are
+        /// spaced by `queueDispatchSpacing`; the timer catches up).
+        var lastDispatch = -Double.infinity
+        var queueCounters = QueueCounters()
     }
+
+    /// Dispatches of the queue triggered by load dropping come at most this often (seconds).
+    static let queueDispatchSpacing = 0.002
 
     let inner: AdaptiveLockedBox<Inner>
     let logger: Logger
@@ -106,19 +121,118 @@ public final class RouterState: Sendable {
     /// Where a request went, or why it could not go anywhere.
     public enum RouteResult {
         case placed(Placement)
+        /// It waits in the router's queue; the waiter hears when it gets a replica or is refused.
+        case queued(id: UInt64)
+        /// The queue refused it (full).
+        case refused(QueueRejection, retryAfter: Int)
         /// No replica can take it; the reason in words.
         case unplaced(reason: String)
     }
 
-    /// Decides and commits where a request goes.
-    public func route(_ keys: Result<RequestKeys, KeyError>, header: (String) -> String?) -> RouteResult {
+    /// What the request's queue wait came to.
+    public enum QueueOutcome: Sendable {
+        case dispatched(Placement, waited: Double)
+        case refused(QueueRejection, retryAfter: Int, waited: Double)
+    }
+
+    /// Told (on any thread) what became of a queued request.
+    public typealias QueueWaiter = @Sendable (QueueOutcome) -> Void
+
+    /// Decides where a request goes and commits it, or queues it when its replica has no room.
+    ///   - tenant, priority, bytes: the request's place in the queue, if it waits.
+    ///   - waiter: made only when the request is queued, under the lock (so no dispatch can be missed).
+    public func admit(
+        _ keys: Result<RequestKeys, KeyError>,
+        header: (String) -> String?,
+        tenant: String,
+        priority: Int,
+        bytes: Int,
+        waiter: () -> QueueWaiter
+    ) -> RouteResult {
         let now = self.now()
-        return self.update { core in
-            let (decision, placement) = core.route(keys, header: header, now: now)
-            if let placement { return .placed(placement) }
-            return .unplaced(reason: decision.reason(in: core.fleet))
+        return self.inner.withLockedValue { s -> RouteResult in
+            let pinnedHeaders = s.proxySettings.pinnedHeaders
+            let before = s.core.version
+            defer { if s.core.version != before { self.notifyLater() } }
+            let id = s.nextQueueID
+            var request = QueuedRequest(
+                id: id, keys: keys, tenant: tenant, priority: priority, bytes: bytes, enqueuedAt: now,
+                deadline: now + s.core.settings.queue.timeoutSeconds)
+            if !pinnedHeaders.isEmpty { request.headers = pinnedHeaders.compactMap { name in header(name).map { (name, $0) } } }
+            switch s.core.admit(request, now: now) {
+            case .placed(let placement):
+                return .placed(placement)
+            case .queued:
+                s.nextQueueID += 1
+                s.waiters[id] = waiter()
+                s.queueCounters.queued += 1
+                return .queued(id: id)
+            case .rejected(let reason):
+                s.queueCounters.refused[reason, default: 0] += 1
+                return .refused(reason, retryAfter: Self.retryAfter(s))
+            case .unplaced(let decision):
+                return .unplaced(reason: decision.reason(in: s.core.fleet))
+            }
         }
     }
+
+    /// The request `id` left the queue (its client went away).
+    public func leaveQueue(id: UInt64) {
+        self.inner.withLockedValue { s in
+            s.waiters[id] = nil
+            s.core.cancelQueued(id: id)
+        }
+    }
+
+    /// Offers the queue to the replicas and refuses what waited too long (the proxy's timer; also
+    /// after answers, spaced). Waiters hear outside the lock.
+    public func serveQueue(force: Bool = true) {
+        let now = self.now()
+        let outcomes: [(QueueWaiter, QueueOutcome)] = self.inner.withLockedValue { s in
+            guard !s.core.queue.isEmpty, force || now - s.lastDispatch >= Self.queueDispatchSpacing else { return [] }
+            s.lastDispatch = now
+            var out: [(QueueWaiter, QueueOutcome)] = []
+            for (request, placement) in s.core.dispatchQueued(now: now) {
+                guard let waiter = s.waiters.removeValue(forKey: request.id) else {
+                    // Nobody waits any more (the client left as it went out): release its load.
+                    _ = s.core.finish(placement, outcome: .clientGone, now: now)
+                    continue
+                }
+                s.queueCounters.waits.append(now - request.enqueuedAt)
+                out.append((waiter, .dispatched(placement, waited: now - request.enqueuedAt)))
+            }
+            let expired = s.core.expireQueued(now: now)
+            if !expired.isEmpty {
+                let retryAfter = Self.retryAfter(s)
+                for request in expired {
+                    s.queueCounters.refused[.timeout, default: 0] += 1
+                    s.queueCounters.waits.append(now - request.enqueuedAt)
+                    if let waiter = s.waiters.removeValue(forKey: request.id) {
+                        out.append((waiter, .refused(.timeout, retryAfter: retryAfter, waited: now - request.enqueuedAt)))
+                    }
+                }
+            }
+            return out
+        }
+        for (waiter, outcome) in outcomes { waiter(outcome) }
+    }
+
+    /// Seconds a refused client should wait before trying again: about what the queue takes to
+    /// drain at the fleet's recent pace (at least 1, at most 60).
+    static func retryAfter(_ s: Inner) -> Int {
+        let fleet = s.core.fleet
+        var seconds = 0.0
+        var routable = 0
+        for i in fleet.replicas.indices where fleet.routable[i] {
+            let e = s.core.router.service.estimate(replicaID: fleet.ids[i])
+            seconds += e.firstTokenSeconds(missTokens: Int(e.meanMissTokens))
+            routable += 1
+        }
+        guard routable > 0 else { return 5 }
+        let perRequest = seconds / Double(routable)
+        return min(60, max(1, Int((Double(s.core.queue.count) * perRequest / Double(routable)).rounded(.up))))
+    }
+
 
     /// The next replica for a request whose attempt on `previous` failed before its first byte.
     public func retry(after previous: Placement, excluding tried: [String], keys: RequestKeys?) -> Placement? {
@@ -133,15 +247,46 @@ public final class RouterState: Sendable {
     }
 
     public func firstByte(_ ticket: inout PlacementTicket) {
-        self.inner.withLockedValue { $0.core.firstByte(&ticket) }
+        let queueWaiting = self.inner.withLockedValue { s -> Bool in
+            s.core.firstByte(&ticket)
+            return !s.core.queue.isEmpty
+        }
+        if queueWaiting { self.serveQueue(force: false) }
     }
 
-    /// An attempt ended: release its load and feed the outcome to passive health.
-    public func finish(_ placement: Placement, outcome: AttemptOutcome) {
+    /// What an answer that went well took, for the service model (see `Router.observe`).
+    public struct Observation: Sendable {
+        public var firstTokenSeconds: Double?
+        public var seconds: Double
+        public var promptTokens: Int?
+        public var cachedTokens: Int?
+        public var outputTokens: Int?
+
+        public init(firstTokenSeconds: Double?, seconds: Double, promptTokens: Int?, cachedTokens: Int?, outputTokens: Int?) {
+            self.firstTokenSeconds = firstTokenSeconds
+            self.seconds = seconds
+            self.promptTokens = promptTokens
+            self.cachedTokens = cachedTokens
+            self.outputTokens = outputTokens
+        }
+    }
+
+    /// An attempt ended: release its load, feed the outcome to passive health (and what a good
+    /// answer took to the service model), and offer the queue the room that freed up.
+    public func finish(_ placement: Placement, outcome: AttemptOutcome, observation: Observation? = nil) {
         let now = self.now()
-        if self.update({ $0.finish(placement, outcome: outcome, now: now) }) {
+        let (ejected, queueWaiting) = self.update { core -> (Bool, Bool) in
+            if let o = observation {
+                core.observe(
+                    placement, firstTokenSeconds: o.firstTokenSeconds, seconds: o.seconds, promptTokens: o.promptTokens, cachedTokens: o.cachedTokens,
+                    outputTokens: o.outputTokens)
+            }
+            return (core.finish(placement, outcome: outcome, now: now), !core.queue.isEmpty)
+        }
+        if ejected {
             self.logger.warning("replica ejected after consecutive failures", metadata: ["replica": "\(placement.replicaName)"])
         }
+        if queueWaiting { self.serveQueue(force: false) }
     }
 
     /// A decision with live state, committing nothing (`/admin/explain`).
@@ -202,6 +347,11 @@ public final class RouterState: Sendable {
         self.notify()
     }
 
+    /// `notify` from inside the lock: run after it is released, on a task.
+    private func notifyLater() {
+        Task { self.notify() }
+    }
+
     private func notify() {
         let fleet = self.fleet
         for callback in self.onChange.withLockedValue({ $0 }) { callback(fleet) }
@@ -220,7 +370,9 @@ public final class RouterState: Sendable {
                     routable: fleet.routable[i],
                     health: s.core.health[spec.name] ?? ReplicaHealth(),
                     load: s.core.router.load(replicaID: fleet.ids[i]),
-                    probe: s.probes[spec.name] ?? ProbeReport()
+                    probe: s.probes[spec.name] ?? ProbeReport(),
+                    learned: s.core.router.service.learned(replicaID: fleet.ids[i]),
+                    speed: s.core.router.service.estimate(replicaID: fleet.ids[i])
                 )
             }
         }
@@ -234,11 +386,41 @@ public final class RouterState: Sendable {
         }
     }
 
+    /// The queue now, for metrics and `/admin/replicas`: depth, bytes held, and the counters
+    /// since the last call (`drain`: the waits are handed over once).
+    public func queueReport(drain: Bool) -> QueueCounters.Report {
+        self.inner.withLockedValue { s in
+            let report = QueueCounters.Report(
+                depth: s.core.queue.count, bytes: s.core.queue.bytes, queued: s.queueCounters.queued, refused: s.queueCounters.refused,
+                waits: s.queueCounters.waits)
+            if drain { s.queueCounters.waits.removeAll(keepingCapacity: true) }
+            return report
+        }
+    }
+
     /// Hot-prefix state for metrics: widenings so far and prefixes widened now.
     public func spillSummary() -> (widenings: Int, widened: Int) {
         self.inner.withLockedValue { s in
             (s.core.router.spill.widenings, s.core.router.spill.widenedKeys(base: s.config.routing.placement.groupSize))
         }
+    }
+}
+
+/// What the queue did: requests queued and refused (totals), and the waits since they were last read.
+public struct QueueCounters: Sendable {
+    public var queued = 0
+    public var refused: [QueueRejection: Int] = [:]
+    /// Seconds each request spent in the queue, until read (bounded: the oldest go past 65536).
+    public var waits: [Double] = [] {
+        didSet { if self.waits.count > 65536 { self.waits.removeFirst(self.waits.count - 65536) } }
+    }
+
+    public struct Report: Sendable {
+        public var depth: Int
+        public var bytes: Int
+        public var queued: Int
+        public var refused: [QueueRejection: Int]
+        public var waits: [Double]
     }
 }
 
@@ -250,6 +432,10 @@ public struct ReplicaReport: Sendable {
     public var health: ReplicaHealth
     public var load: ReplicaLoad
     public var probe: ProbeReport
+    /// What the router learned of its speed, as learned (nil until it served something) ...
+    public var learned: ServiceEstimate?
+    /// ... and as placement uses it (the seeds until learned; close speeds count as the mean).
+    public var speed: ServiceEstimate
 }
 
 /// What the probes learned of a replica.

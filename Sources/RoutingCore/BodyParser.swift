@@ -15,6 +15,8 @@ struct BodyParser {
     var tail: [UInt8] = []
 
     var model: String?
+    /// XXH3 of the canonical `cache_salt`, when the body has one.
+    var saltHash: UInt64?
     var scopeParts: [(tag: UInt8, bytes: [UInt8])] = []
     var stream = false
     var sawPrompt = false
@@ -72,6 +74,7 @@ struct BodyParser {
             guard try self.reader.peekKind() == .string else { throw self.invalid("'cache_salt' must be a string") }
             var salt: [UInt8] = []
             try self.reader.appendCanonicalString(to: &salt)
+            self.saltHash = XXH3.hash(salt)
             self.scopeParts.append((UInt8(ascii: "s"), salt))
         } else if self.api == .chat, r.key(key, equals: "messages") {
             try self.messages()
@@ -486,7 +489,8 @@ struct BodyParser {
             instructionBytes: instructionBytes,
             session: session,
             stream: self.stream,
-            leadingText: self.leadingText
+            leadingText: self.leadingText,
+            saltHash: self.saltHash
         )
     }
 

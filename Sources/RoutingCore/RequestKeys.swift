@@ -74,6 +74,8 @@ public struct RequestKeys: Sendable {
     public var stream: Bool
     /// The first canonical bytes of the first text in the prompt (at most 256), for pinned prefix rules.
     public var leadingText: [UInt8]
+    /// XXH3 of the request's `cache_salt`, when it has one (a tenant identity for the queue).
+    public var saltHash: UInt64?
 
     public init(
         api: RequestAPI,
@@ -85,8 +87,10 @@ public struct RequestKeys: Sendable {
         instructionBytes: Int,
         session: SessionKey?,
         stream: Bool,
-        leadingText: [UInt8]
+        leadingText: [UInt8],
+        saltHash: UInt64? = nil
     ) {
+        self.saltHash = saltHash
         self.api = api
         self.model = model
         self.scope = scope

@@ -226,9 +226,13 @@ public struct Router: Sendable {
         let unavoidable = promptTokens - (candidates.lazy.map(\.cachedTokens).max() ?? 0)
         for i in candidates.indices {
             let id = fleet.ids[candidates[i].replica]
-            candidates[i].cost = self.cost(
-                missTokens: promptTokens - candidates[i].cachedTokens, unavoidable: unavoidable, load: self.load(replicaID: id),
-                speed: self.service.estimate(replicaID: id))
+            let load = self.load(replicaID: id)
+            let speed = self.service.estimate(replicaID: id)
+            let miss = promptTokens - candidates[i].cachedTokens
+            candidates[i].cost = self.cost(missTokens: miss, unavoidable: unavoidable, load: load, speed: speed)
+            candidates[i].prefillTokensPerSecond = speed.prefillTokensPerSecond
+            candidates[i].predictedFirstTokenSeconds = (self.queuedAhead(load: load, speed: speed) + Double(miss)) / speed.prefillTokensPerSecond
+                + speed.decodeSecondsPerToken
         }
 
         // 3. Choose.

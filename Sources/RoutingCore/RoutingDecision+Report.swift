@@ -49,6 +49,8 @@ extension RoutingDecision {
                             "cached_tokens_estimate": .int(Int64(c.cachedTokens)),
                             "in_flight": .int(Int64(c.inFlight)),
                             "cost_seconds": .double((c.cost * 1_000_000).rounded() / 1_000_000),
+                            "predicted_first_token_seconds": .double((c.predictedFirstTokenSeconds * 1_000_000).rounded() / 1_000_000),
+                            "prefill_tokens_per_second": .double(c.prefillTokensPerSecond.rounded()),
                         ])
                     }
                 )

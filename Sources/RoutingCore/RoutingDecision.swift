@@ -30,6 +30,10 @@ public struct Candidate: Sendable, Equatable {
     public var ineligibleBecause: String?
     /// The prefix index holds this conversation (beyond the shared instruction) on the replica.
     public var holdsSession: Bool
+    /// The replica's prefill speed as placement used it (learned, tokens per second).
+    public var prefillTokensPerSecond: Double = 0
+    /// Predicted time to first token there: the prefill queued ahead, then this request's.
+    public var predictedFirstTokenSeconds: Double = 0
 
     public init(
         replica: Int,

@@ -144,6 +144,7 @@ public struct ServiceModel: Sendable {
     public mutating func observe(replicaID id: Int, _ o: ServiceObservation) {
         let s = self.settings
         guard s.learningRate > 0, o.seconds.isFinite, o.seconds >= 0 else { return }
+        // The first observations of a replica count fully (see `step`); later ones at the learning rate.
         let seed = self.seed
         if self.replicas[id] == nil { self.speedSum += seed.prefillTokensPerSecond }
         let before = self.replicas[id]?.prefillTokensPerSecond ?? seed.prefillTokensPerSecond
@@ -152,7 +153,7 @@ public struct ServiceModel: Sendable {
             // Decode first: the prefill of a whole (non-streamed) answer is its duration less it.
             if let first = o.firstTokenSeconds, let out = o.outputTokens, out > 1, o.seconds > first {
                 let sample = (o.seconds - first) / Double(out - 1)
-                e.decodeSecondsPerToken = Self.step(e.decodeSecondsPerToken, toward: sample, s)
+                e.decodeSecondsPerToken = Self.step(e.decodeSecondsPerToken, toward: sample, samples: e.decodeSamples, s)
                 e.decodeSamples += 1
             }
             e.meanMissTokens += s.learningRate * (Double(o.missTokens) - e.meanMissTokens)
@@ -163,17 +164,20 @@ public struct ServiceModel: Sendable {
             guard let first else { return }
             let prefill = first - e.decodeSecondsPerToken
             guard prefill > 1e-4 else { return }
-            e.prefillTokensPerSecond = Self.step(e.prefillTokensPerSecond, toward: Double(work) / prefill, s)
+            e.prefillTokensPerSecond = Self.step(e.prefillTokensPerSecond, toward: Double(work) / prefill, samples: e.prefillSamples, s)
             e.prefillSamples += 1
         }
     }
 
-    /// Moves `value` toward `sample` in log space, by at most the clipped step.
-    static func step(_ value: Double, toward sample: Double, _ s: ServiceModelSettings) -> Double {
+    /// Moves `value` toward `sample` in log space, by at most the clipped step. The first
+    /// observations weigh more (a running mean: 1/(n+1)) until the weight comes down to the
+    /// learning rate, so a seed far off is left within a few requests.
+    static func step(_ value: Double, toward sample: Double, samples: Int, _ s: ServiceModelSettings) -> Double {
         guard sample > 0, sample.isFinite else { return value }
         let bound = Double.log(max(1.000001, s.maxStep))
         let delta = min(bound, max(-bound, Double.log(sample / value)))
-        return value * Double.exp(s.learningRate * delta)
+        let weight = max(s.learningRate, 1 / Double(samples + 1))
+        return value * Double.exp(weight * delta)
     }
 
     /// Learns how many requests replica `id` should run at once: the running count at which its

@@ -27,6 +27,13 @@ public enum MetricName {
     public static let widenings = "cacheroute_hot_prefix_widenings_total"
     public static let reloads = "cacheroute_config_reloads_total"
     public static let replicas = "cacheroute_replicas"
+    public static let routerQueueDepth = "cacheroute_queue_depth"
+    public static let queueBytes = "cacheroute_queue_bytes"
+    public static let queueWait = "cacheroute_queue_wait_seconds"
+    public static let queueRejections = "cacheroute_queue_rejections_total"
+    public static let prefillSpeed = "cacheroute_replica_prefill_tokens_per_second"
+    public static let decodeSpeed = "cacheroute_replica_decode_seconds_per_token"
+    public static let concurrencyLimit = "cacheroute_replica_concurrency_limit"
 
     /// Help text per name (the `# HELP` lines).
     public static let help: [String: String] = [
@@ -50,6 +57,13 @@ public enum MetricName {
         widenings: "Times a hot prefix's group was widened onto another replica.",
         reloads: "Configuration reloads by result (success, failure).",
         replicas: "Replicas in the fleet, by state (routable, unroutable).",
+        routerQueueDepth: "Requests waiting in the router's queue for a replica with room.",
+        queueBytes: "Request body bytes held by the router's queue.",
+        queueWait: "Time requests spent in the router's queue (those that waited), until a replica took them or the queue refused them.",
+        queueRejections: "Requests the router's queue refused, by reason: queue_full (at once), queue_timeout (after queue.timeout); both answered 503 with Retry-After.",
+        prefillSpeed: "The replica's prefill speed as the router learned it from its answers (uncached prompt tokens per second; the seed until it served).",
+        decodeSpeed: "The replica's decode speed as the router learned it (seconds per output token).",
+        concurrencyLimit: "Requests the replica runs at once before it queues or fills its KV cache past routing.load.target_kv_usage, as learned from its probes (NaN until seen).",
     ]
 }
 
@@ -70,6 +84,11 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         let kv: Gauge
         let probeFailures: Counter
         let ejections: Counter
+        let prefillSpeed: Gauge
+        let decodeSpeed: Gauge
+        let concurrencyLimit: Gauge
+
+        var gauges: [Gauge] { [self.inFlight, self.up, self.hitRatio, self.queue, self.running, self.kv, self.prefillSpeed, self.decodeSpeed, self.concurrencyLimit] }
 
         init(registry r: PrometheusCollectorRegistry, name: String) {
             let l = [("replica", name)]
@@ -81,6 +100,9 @@ public final class RouterMetrics: ProxyObserver, Sendable {
             self.kv = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.kvUsage), labels: l)
             self.probeFailures = r.makeCounter(descriptor: RouterMetrics.descriptor(MetricName.probeFailures), labels: l)
             self.ejections = r.makeCounter(descriptor: RouterMetrics.descriptor(MetricName.ejections), labels: l)
+            self.prefillSpeed = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.prefillSpeed), labels: l)
+            self.decodeSpeed = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.decodeSpeed), labels: l)
+            self.concurrencyLimit = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.concurrencyLimit), labels: l)
         }
     }
 
@@ -92,6 +114,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         var lastProbeFailures: [String: Int] = [:]
         var lastEjections: [String: Int] = [:]
         var lastWidenings = 0
+        var lastRefused: [QueueRejection: Int] = [:]
     }
 
     struct LabelPair: Hashable, Sendable {
@@ -107,6 +130,13 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     let hotPrefixes: Gauge
     let routable: Gauge
     let unroutable: Gauge
+    let routerQueueDepth: Gauge
+    let queueBytes: Gauge
+    let queueWait: ValueHistogram
+    let queueRejections: [QueueRejection: Counter]
+
+    /// Bounds of the queue-wait histogram, in seconds.
+    static let queueWaitBuckets: [Double] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 
     /// Histogram bucket bounds in seconds.
     static let ttftBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
@@ -121,6 +151,14 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         self.hotPrefixes = registry.makeGauge(descriptor: Self.descriptor(MetricName.hotPrefixes))
         self.routable = registry.makeGauge(descriptor: Self.descriptor(MetricName.replicas), labels: [("state", "routable")])
         self.unroutable = registry.makeGauge(descriptor: Self.descriptor(MetricName.replicas), labels: [("state", "unroutable")])
+        self.routerQueueDepth = registry.makeGauge(descriptor: Self.descriptor(MetricName.routerQueueDepth))
+        self.queueBytes = registry.makeGauge(descriptor: Self.descriptor(MetricName.queueBytes))
+        self.queueWait = registry.makeValueHistogram(descriptor: Self.descriptor(MetricName.queueWait), buckets: Self.queueWaitBuckets)
+        var rejections: [QueueRejection: Counter] = [:]
+        for reason in QueueRejection.allCases {
+            rejections[reason] = registry.makeCounter(descriptor: Self.descriptor(MetricName.queueRejections), labels: [("reason", reason.rawValue)])
+        }
+        self.queueRejections = rejections
         state.observe { [weak self] fleet in self?.fleetChanged(fleet) }
     }
 
@@ -170,7 +208,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
                 h.replicas[name] = ReplicaHandles(registry: r, name: name)
             }
             for (name, handles) in h.replicas where !names.contains(name) {
-                for g in [handles.inFlight, handles.up, handles.hitRatio, handles.queue, handles.running, handles.kv] { r.unregisterGauge(g) }
+                for g in handles.gauges { r.unregisterGauge(g) }
                 for c in [handles.probeFailures, handles.ejections] { r.unregisterCounter(c) }
                 h.replicas[name] = nil
                 h.lastProbeFailures[name] = nil
@@ -191,6 +229,8 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     public func refresh() {
         let report = self.state.replicaReport()
         let spill = self.state.spillSummary()
+        let queue = self.state.queueReport(drain: true)
+        for wait in queue.waits { self.queueWait.record(wait) }
         self.handles.withLockedValue { h in
             var routable = 0
             for r in report {
@@ -203,6 +243,9 @@ public final class RouterMetrics: ProxyObserver, Sendable {
                 g.queue.set(to: probe.waiting.map(Double.init) ?? .nan)
                 g.running.set(to: probe.running.map(Double.init) ?? .nan)
                 g.kv.set(to: probe.kvUsage ?? .nan)
+                g.prefillSpeed.set(to: r.speed.prefillTokensPerSecond)
+                g.decodeSpeed.set(to: r.speed.decodeSecondsPerToken)
+                g.concurrencyLimit.set(to: r.learned?.concurrencyLimit ?? .nan)
                 let failures = probe.probeFailures
                 g.probeFailures.increment(by: Int64(max(0, failures - (h.lastProbeFailures[r.spec.name] ?? 0))))
                 h.lastProbeFailures[r.spec.name] = failures
@@ -215,6 +258,13 @@ public final class RouterMetrics: ProxyObserver, Sendable {
             self.widenings.increment(by: Int64(max(0, spill.widenings - h.lastWidenings)))
             h.lastWidenings = spill.widenings
             self.hotPrefixes.set(to: Double(spill.widened))
+            self.routerQueueDepth.set(to: Double(queue.depth))
+            self.queueBytes.set(to: Double(queue.bytes))
+            for (reason, counter) in self.queueRejections {
+                let total = queue.refused[reason] ?? 0
+                counter.increment(by: Int64(max(0, total - (h.lastRefused[reason] ?? 0))))
+                h.lastRefused[reason] = total
+            }
         }
     }
 

@@ -17,6 +17,9 @@ import Testing
         case upstreamHead(status: Int, chunked: Bool = false, length: Int? = 10, sse: Bool = false)
         case retryGranted
         case retryRefused
+        case queued
+        case dispatched
+        case queueRefused(QueueRejection)
         case upstreamFailed
         case firstByteTimeout
         case upstreamSilent
@@ -47,6 +50,9 @@ import Testing
         case .upstreamHead(let status, let chunked, let length, let sse): m.upstreamHead(status: status, chunked: chunked, contentLength: length, isSSE: sse)
         case .retryGranted: m.retryGranted()
         case .retryRefused: m.retryRefused()
+        case .queued: m.queued()
+        case .dispatched: m.dispatched()
+        case .queueRefused(let reason): m.queueRefused(reason)
         case .upstreamFailed: m.upstreamFailed()
         case .firstByteTimeout: m.firstByteTimeout()
         case .upstreamSilent: m.upstreamSilent()
@@ -142,6 +148,19 @@ import Testing
         Case(
             name: "no head in time is 504, not retried", events: [.head(post), .placed, .connected(reused: false), .firstByteTimeout],
             action: .respond(.gatewayTimeout, close: false, endAttempt: .timeout), phase: .idle),
+
+        // The router's queue.
+        Case(name: "a request with no replica with room waits", events: [.head(post), .queued], action: .none, phase: .working),
+        Case(name: "a queued request that gets a replica connects", events: [.head(post), .queued, .dispatched], action: .connect(fresh: false), phase: .working),
+        Case(
+            name: "a queue past its deadline refuses with 503", events: [.head(post), .queued, .queueRefused(.timeout)],
+            action: .respond(.overloaded(.timeout), close: false, endAttempt: nil), phase: .idle),
+        Case(
+            name: "a full queue refuses at once", events: [.head(post), .queueRefused(.full)], action: .respond(.overloaded(.full), close: false, endAttempt: nil),
+            phase: .idle),
+        Case(name: "a client leaving the queue", events: [.head(post), .queued, .clientGone], action: .abandon(endAttempt: nil), phase: .closed),
+        Case(name: "a dispatch after the client left means nothing", events: [.head(post), .queued, .clientGone, .dispatched], action: .none, phase: .closed),
+        Case(name: "a queue event out of place means nothing", events: [.head(post), .placed, .dispatched], action: .none, phase: .working),
 
         // The replica's answer.
         Case(name: "a 200 with a length is passed through", events: streaming, action: .forwardHead(plan(200, .length)), phase: .working),

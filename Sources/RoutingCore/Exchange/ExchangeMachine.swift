@@ -33,6 +33,8 @@ public struct ExchangeMachine: Sendable {
     public enum AttemptState: Sendable, Equatable {
         /// No attempt: not placed yet, answered locally, or ended.
         case none
+        /// Waiting in the router's queue for a replica with room.
+        case queued
         /// Waiting for a connection to the replica.
         case connecting
         /// The request went out on a connection (`reused`: a pooled one).
@@ -71,6 +73,8 @@ public struct ExchangeMachine: Sendable {
         case badGateway
         /// The replica did not answer in time.
         case gatewayTimeout
+        /// The router's queue refused the request (full, or it waited too long).
+        case overloaded(QueueRejection)
     }
 
     /// What the shell does next.
@@ -219,6 +223,26 @@ public struct ExchangeMachine: Sendable {
         return .connect(fresh: false)
     }
 
+    /// The request waits in the router's queue (no replica has room).
+    public mutating func queued() -> Action {
+        guard self.phase == .working, self.attempt == .none, self.response == nil else { return .none }
+        self.attempt = .queued
+        return .none
+    }
+
+    /// A replica took the queued request.
+    public mutating func dispatched() -> Action {
+        guard self.phase == .working, self.attempt == .queued else { return .none }
+        self.attempt = .none
+        return self.placed()
+    }
+
+    /// The queue refused the request, at once or after its deadline.
+    public mutating func queueRefused(_ reason: QueueRejection) -> Action {
+        guard self.phase == .working, self.attempt == .queued || self.attempt == .none, self.response == nil else { return .none }
+        return self.respond(.overloaded(reason), close: false)
+    }
+
     /// No replica can take the request.
     public mutating func noReplica() -> Action {
         guard self.phase == .working else { return .none }
@@ -311,7 +335,7 @@ public struct ExchangeMachine: Sendable {
             return self.failedBeforeHead(.connectFailure)
         case .connecting:
             return self.failedBeforeHead(.connectFailure)
-        case .none, .retrying:
+        case .none, .retrying, .queued:
             return .none
         }
     }
@@ -359,7 +383,7 @@ public struct ExchangeMachine: Sendable {
         case .retrying(let outcome):
             self.attempt = .none
             return .abandon(endAttempt: outcome)
-        case .none:
+        case .none, .queued:
             return .abandon(endAttempt: nil)
         }
     }

@@ -1,3 +1,4 @@
+import XXHash
 import DequeModule
 
 /// How the router holds requests when no replica has room.
@@ -20,6 +21,13 @@ public struct QueueSettings: Sendable, Equatable {
     /// Queued requests examined per chance to dispatch, so that one waiting for a busy replica
     /// does not hold back those that could go elsewhere.
     public var lookahead: Int
+    /// The request header naming the tenant (lower-case); without it the `cache_salt` does, else
+    /// every request is one tenant's. (An authenticated key's tenant comes first when there is one.)
+    public var tenantHeader: String?
+    /// The request header giving a priority: a whole number (higher first) or low, normal, high.
+    public var priorityHeader: String?
+    /// Priorities by tenant or model, for requests whose header gives none (first match).
+    public var priorities: [PriorityRule]
 
     public init(
         enabled: Bool = true,
@@ -28,8 +36,14 @@ public struct QueueSettings: Sendable, Equatable {
         timeoutSeconds: Double = 60,
         maxReplicaWaitSeconds: Double = 4,
         concurrencyHeadroom: Double = 1.25,
-        lookahead: Int = 32
+        lookahead: Int = 32,
+        tenantHeader: String? = "x-tenant",
+        priorityHeader: String? = "x-priority",
+        priorities: [PriorityRule] = []
     ) {
+        self.tenantHeader = tenantHeader
+        self.priorityHeader = priorityHeader
+        self.priorities = priorities
         self.enabled = enabled
         self.maxRequests = maxRequests
         self.maxBytes = maxBytes
@@ -37,6 +51,56 @@ public struct QueueSettings: Sendable, Equatable {
         self.maxReplicaWaitSeconds = maxReplicaWaitSeconds
         self.concurrencyHeadroom = concurrencyHeadroom
         self.lookahead = lookahead
+    }
+}
+
+/// A priority for the requests of a tenant and/or a model.
+public struct PriorityRule: Sendable, Equatable {
+    public var tenant: String?
+    public var model: String?
+    public var priority: Int
+
+    public init(tenant: String? = nil, model: String? = nil, priority: Int) {
+        self.tenant = tenant
+        self.model = model
+        self.priority = priority
+    }
+}
+
+extension QueueSettings {
+    /// Longest tenant name taken from a header (longer ones are cut: bounded state).
+    public static let maxTenantBytes = 64
+
+    /// The tenant of a request: `authenticated` (an API key's) when given, else the tenant header,
+    /// else its `cache_salt`, else the empty name (one tenant for all).
+    public func tenant(keys: RequestKeys?, header: (String) -> String?, authenticated: String? = nil) -> String {
+        if let authenticated { return authenticated }
+        if let name = self.tenantHeader, let value = header(name), !value.isEmpty {
+            return value.utf8.count <= Self.maxTenantBytes ? value : String(decoding: value.utf8.prefix(Self.maxTenantBytes), as: UTF8.self)
+        }
+        if let salt = keys?.saltHash { return "salt:" + salt.hex16 }
+        return ""
+    }
+
+    /// The priority of a request: its header's, else the first rule that matches, else 0.
+    public func priority(tenant: String, model: String?, header: (String) -> String?) -> Int {
+        if let name = self.priorityHeader, let value = header(name), let p = Self.parsePriority(value) { return p }
+        for rule in self.priorities {
+            if let t = rule.tenant, t != tenant { continue }
+            if let m = rule.model, m != model { continue }
+            return rule.priority
+        }
+        return 0
+    }
+
+    /// `high` (10), `normal` (0), `low` (-10), or a whole number within -1000...1000.
+    public static func parsePriority(_ text: String) -> Int? {
+        switch text.lowercased() {
+        case "high": return 10
+        case "normal": return 0
+        case "low": return -10
+        default: return Int(text).flatMap { (-1000...1000).contains($0) ? $0 : nil }
+        }
     }
 }
 
@@ -198,9 +262,10 @@ public struct AdmissionQueue: Sendable {
     public mutating func take(_ ids: Set<UInt64>) {
         guard !ids.isEmpty else { return }
         for c in self.classes.indices {
-            for tenant in Array(self.classes[c].queue.lines.keys) {
-                let before = self.classes[c].queue.lines[tenant]!.requests.count
+            var went: [String] = []
+            for tenant in self.classes[c].queue.turn {
                 var removedBytes = 0
+                let before = self.classes[c].queue.lines[tenant]!.requests.count
                 self.classes[c].queue.lines[tenant]!.requests.removeAll { r in
                     guard ids.contains(r.id) else { return false }
                     removedBytes += r.bytes
@@ -210,13 +275,20 @@ public struct AdmissionQueue: Sendable {
                 guard removed > 0 else { continue }
                 self.count -= removed
                 self.bytes -= removedBytes
-                self.classes[c].queue.turn.removeAll { $0 == tenant }
+                went.append(tenant)
+            }
+            guard !went.isEmpty else { continue }
+            // Tenants that had a request go wait their turn again, in the order they were served.
+            let moved = Set(went)
+            var turn = Deque(self.classes[c].queue.turn.filter { !moved.contains($0) })
+            for tenant in went {
                 if self.classes[c].queue.lines[tenant]!.requests.isEmpty {
                     self.classes[c].queue.lines[tenant] = nil
                 } else {
-                    self.classes[c].queue.turn.append(tenant)
+                    turn.append(tenant)
                 }
             }
+            self.classes[c].queue.turn = turn
         }
         self.classes.removeAll { $0.queue.turn.isEmpty }
     }
