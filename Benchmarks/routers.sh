@@ -5,7 +5,9 @@
 # counters), load imbalance (max/mean requests per replica), TTFT p50/p99, throughput, errors.
 #
 # usage: Benchmarks/routers.sh [--trace FILE] [--replicas N] [--capacity-tokens N] [--speed X]
-#                              [--time-scale X] [--duration S] [--concurrency N] [--targets "..."]
+#                              [--speeds X,Y,...] [--time-scale X] [--duration S] [--concurrency N]
+#                              [--targets "..."]
+# --speeds: one speed factor per replica, multiplied with --speed (an unequal fleet: 1,1,2,2).
 # targets: cacheroute sglang smg vllm-cache-aware vllm-consistent-hash haproxy nginx
 # Installs what is missing: haproxy, nginx (Debian); sglang-router==0.3.2, smg, vllm-router (PyPI).
 set -euo pipefail
@@ -16,6 +18,7 @@ TRACE="$ROOT/../shared/traces/mooncake_conversation_trace.jsonl"
 REPLICAS=4
 CAPACITY=300000
 SPEED=8
+SPEEDS=""
 TIME_SCALE=4
 DURATION=60
 CONCURRENCY=64
@@ -26,6 +29,7 @@ while [ $# -gt 0 ]; do
     --replicas) REPLICAS=$2; shift 2 ;;
     --capacity-tokens) CAPACITY=$2; shift 2 ;;
     --speed) SPEED=$2; shift 2 ;;
+    --speeds) SPEEDS=$2; shift 2 ;;
     --time-scale) TIME_SCALE=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
@@ -76,9 +80,17 @@ BASE=20000
 WORKERS=()
 for i in $(seq 1 "$REPLICAS"); do WORKERS+=("http://127.0.0.1:$((BASE + i))"); done
 
+# The speed of replica i: --speed times the i-th of --speeds (cycled), or --speed alone.
+replica_speed() {
+  local i=$1
+  if [ -z "$SPEEDS" ]; then echo "$SPEED"; return; fi
+  IFS=, read -r -a factors <<< "$SPEEDS"
+  awk -v a="$SPEED" -v b="${factors[$(( (i - 1) % ${#factors[@]} ))]}" 'BEGIN {print a * b}'
+}
+
 start_fleet() {
   for i in $(seq 1 "$REPLICAS"); do
-    "$CR" emulate --port $((BASE + i)) --name "r$i" --speed "$SPEED" --capacity-tokens "$CAPACITY" > "$WORK/r$i.log" 2>&1 &
+    "$CR" emulate --port $((BASE + i)) --name "r$i" --speed "$(replica_speed "$i")" --capacity-tokens "$CAPACITY" > "$WORK/r$i.log" 2>&1 &
     FLEET_PIDS+=($!)
   done
   for i in $(seq 1 "$REPLICAS"); do

@@ -314,10 +314,12 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         }
         x.keys = keys
         let queue = self.settings.queue
-        let k = try? keys.get()
-        let tenant = queue.tenant(keys: k, header: lookup)
-        let priority = queue.priority(tenant: tenant, model: k?.model, header: lookup)
-        let result = self.state.admit(keys, header: lookup, tenant: tenant, priority: priority, bytes: x.body.readableBytes) {
+        func classify() -> (tenant: String, priority: Int) {
+            let k = try? keys.get()
+            let tenant = queue.tenant(keys: k, header: lookup)
+            return (tenant, queue.priority(tenant: tenant, model: k?.model, header: lookup))
+        }
+        let result = self.state.admit(keys, header: lookup, bytes: x.body.readableBytes, classify: classify) {
             // Made only when the request waits: the queue's answer comes back on this loop.
             let bound = NIOLoopBound((self, x), eventLoop: self.context!.eventLoop)
             return { outcome in

@@ -139,27 +139,30 @@ public final class RouterState: Sendable {
     public typealias QueueWaiter = @Sendable (QueueOutcome) -> Void
 
     /// Decides where a request goes and commits it, or queues it when its replica has no room.
-    ///   - tenant, priority, bytes: the request's place in the queue, if it waits.
+    ///   - bytes: the body the queue would hold.
+    ///   - classify: the request's tenant and priority, asked only when it has to wait.
     ///   - waiter: made only when the request is queued, under the lock (so no dispatch can be missed).
     public func admit(
         _ keys: Result<RequestKeys, KeyError>,
         header: (String) -> String?,
-        tenant: String,
-        priority: Int,
         bytes: Int,
+        classify: () -> (tenant: String, priority: Int),
         waiter: () -> QueueWaiter
     ) -> RouteResult {
         let now = self.now()
         return self.inner.withLockedValue { s -> RouteResult in
-            let pinnedHeaders = s.proxySettings.pinnedHeaders
             let before = s.core.version
             defer { if s.core.version != before { self.notifyLater() } }
             let id = s.nextQueueID
-            var request = QueuedRequest(
-                id: id, keys: keys, tenant: tenant, priority: priority, bytes: bytes, enqueuedAt: now,
-                deadline: now + s.core.settings.queue.timeoutSeconds)
-            if !pinnedHeaders.isEmpty { request.headers = pinnedHeaders.compactMap { name in header(name).map { (name, $0) } } }
-            switch s.core.admit(request, now: now) {
+            let deadline = now + s.core.settings.queue.timeoutSeconds
+            let pinnedHeaders = s.proxySettings.pinnedHeaders
+            let admission = s.core.admit(keys, header: header, now: now) {
+                let (tenant, priority) = classify()
+                var request = QueuedRequest(id: id, keys: keys, tenant: tenant, priority: priority, bytes: bytes, enqueuedAt: now, deadline: deadline)
+                if !pinnedHeaders.isEmpty { request.headers = pinnedHeaders.compactMap { name in header(name).map { (name, $0) } } }
+                return request
+            }
+            switch admission {
             case .placed(let placement):
                 return .placed(placement)
             case .queued:

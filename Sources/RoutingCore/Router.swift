@@ -185,18 +185,18 @@ public struct Router: Sendable {
                     cached = min(promptTokens, cached + self.settings.tokensPerBlock)
                 }
             }
-            var why: String?
+            var why: Ineligibility?
             if !fleet.routable[replica] {
-                why = "not healthy"
+                why = .notHealthy
             } else if load.inFlight >= ceiling {
-                why = "in flight \(load.inFlight) at the load ceiling \(ceiling) (\(total) over \(routableInPool))"
+                why = .loadCeiling(inFlight: load.inFlight, ceiling: ceiling, total: total, routable: routableInPool)
             } else if let max = placement.maxWaiting, let waiting = load.probedWaiting, waiting > max {
-                why = "\(waiting) requests waiting (limit \(max))"
+                why = .waiting(waiting, limit: max)
             } else if let max = placement.maxKVUsage, let kv = load.kvUsage, kv > max {
-                why = "KV cache \(Int((kv * 100).rounded()))% full (limit \(Int((max * 100).rounded()))%)"
+                why = .kvUsage(kv, limit: max)
             }
             if !seen { minCachedBlocks = min(minCachedBlocks, cachedBlocks) }
-            candidates.append(
+            var candidate = 
                 Candidate(
                     replica: replica,
                     inGroup: rank < groupCount,
@@ -204,20 +204,20 @@ public struct Router: Sendable {
                     inFlight: load.inFlight,
                     cost: 0,
                     eligible: why == nil,
-                    ineligibleBecause: why,
+                    ineligibility: why,
                     holdsSession: holdsSession
                 )
-            )
+            candidate.cachedBlocks = cachedBlocks
+            candidate.sessionSeen = seen
+            let speed = self.service.estimate(replicaID: id)
+            candidate.prefillTokensPerSecond = speed.prefillTokensPerSecond
+            candidate.decodeSecondsPerToken = speed.decodeSecondsPerToken
+            candidate.aheadTokens = self.queuedAhead(load: load, speed: speed)
+            candidates.append(candidate)
         }
 
         for i in candidates.indices where candidates[i].holdsSession {
-            let id = fleet.ids[candidates[i].replica]
-            let blocks = self.index.matchedBlocks(keys.chain, replicaID: id)
-            if blocks <= minCachedBlocks, let session = keys.session, !self.index.hasSeen(session: session.key, replicaID: id) {
-                candidates[i].holdsSession = false
-            } else if blocks <= minCachedBlocks, keys.session == nil {
-                candidates[i].holdsSession = false
-            }
+            if !candidates[i].sessionSeen, candidates[i].cachedBlocks <= minCachedBlocks { candidates[i].holdsSession = false }
             known = known || candidates[i].holdsSession
         }
 
@@ -225,14 +225,11 @@ public struct Router: Sendable {
         // prefill it is; only the avoidable part is weighted `missWeight` times.
         let unavoidable = promptTokens - (candidates.lazy.map(\.cachedTokens).max() ?? 0)
         for i in candidates.indices {
-            let id = fleet.ids[candidates[i].replica]
-            let load = self.load(replicaID: id)
-            let speed = self.service.estimate(replicaID: id)
             let miss = promptTokens - candidates[i].cachedTokens
-            candidates[i].cost = self.cost(missTokens: miss, unavoidable: unavoidable, load: load, speed: speed)
-            candidates[i].prefillTokensPerSecond = speed.prefillTokensPerSecond
-            candidates[i].predictedFirstTokenSeconds = (self.queuedAhead(load: load, speed: speed) + Double(miss)) / speed.prefillTokensPerSecond
-                + speed.decodeSecondsPerToken
+            let rate = candidates[i].prefillTokensPerSecond
+            let ahead = candidates[i].aheadTokens
+            candidates[i].cost = self.cost(missTokens: miss, unavoidable: unavoidable, ahead: ahead, inFlight: candidates[i].inFlight, rate: rate)
+            candidates[i].predictedFirstTokenSeconds = (ahead + Double(miss)) / rate + candidates[i].decodeSecondsPerToken
         }
 
         // 3. Choose.
@@ -302,13 +299,12 @@ public struct Router: Sendable {
     /// speed), plus the avoidable part of its miss (beyond `unavoidable`, what the best candidate
     /// misses too) weighted `missWeight - 1` times more (such a miss also costs the conversation's
     /// later turns, and adds work to the fleet), plus what the requests in flight there add.
-    func cost(missTokens: Int, unavoidable: Int, load: ReplicaLoad, speed: ServiceEstimate) -> Double {
+    @inline(__always)
+    func cost(missTokens: Int, unavoidable: Int, ahead: Double, inFlight: Int, rate: Double) -> Double {
         let p = self.settings.placement
-        let rate = speed.prefillTokensPerSecond
-        let ahead = self.queuedAhead(load: load, speed: speed)
         let avoidable = Double(max(0, missTokens - unavoidable))
         let slowdown = p.prefillTokensPerSecond / rate
-        return (Double(missTokens) + max(0, p.missWeight - 1) * avoidable + ahead) / rate + Double(load.inFlight) * p.secondsPerInFlight * slowdown
+        return (Double(missTokens) + max(0, p.missWeight - 1) * avoidable + ahead) / rate + Double(inFlight) * p.secondsPerInFlight * slowdown
     }
 
     /// Prefill tokens queued ahead of a newcomer on a replica: this router's own requests still

@@ -26,14 +26,23 @@ public struct Candidate: Sendable, Equatable {
     /// Estimated seconds: prefill of the missing tokens plus the queued prefill ahead of it.
     public var cost: Double
     public var eligible: Bool
-    /// Why it is not eligible, if it is not.
-    public var ineligibleBecause: String?
+    /// Why it is not eligible, if it is not (kept as numbers, put in words only when asked: a
+    /// candidate holds no references and is copied as plain bytes).
+    public var ineligibility: Ineligibility?
+    /// Why it is not eligible, in words.
+    public var ineligibleBecause: String? { self.ineligibility?.description }
     /// The prefix index holds this conversation (beyond the shared instruction) on the replica.
     public var holdsSession: Bool
     /// The replica's prefill speed as placement used it (learned, tokens per second).
     public var prefillTokensPerSecond: Double = 0
     /// Predicted time to first token there: the prefill queued ahead, then this request's.
     public var predictedFirstTokenSeconds: Double = 0
+    /// Leading blocks the index holds there, and whether it saw the session there (for `decide`).
+    var cachedBlocks = 0
+    var sessionSeen = false
+    /// Prefill tokens queued ahead there, and its decode speed (for the cost).
+    var aheadTokens = 0.0
+    var decodeSecondsPerToken = 0.0
 
     public init(
         replica: Int,
@@ -42,7 +51,7 @@ public struct Candidate: Sendable, Equatable {
         inFlight: Int,
         cost: Double,
         eligible: Bool,
-        ineligibleBecause: String?,
+        ineligibility: Ineligibility?,
         holdsSession: Bool = false
     ) {
         self.holdsSession = holdsSession
@@ -52,7 +61,28 @@ public struct Candidate: Sendable, Equatable {
         self.inFlight = inFlight
         self.cost = cost
         self.eligible = eligible
-        self.ineligibleBecause = ineligibleBecause
+        self.ineligibility = ineligibility
+    }
+}
+
+/// Why a candidate may not take a request.
+public enum Ineligibility: Sendable, Equatable, CustomStringConvertible {
+    case notHealthy
+    /// Its requests in flight are at the bounded-load ceiling (of `total` over `routable` replicas).
+    case loadCeiling(inFlight: Int, ceiling: Int, total: Int, routable: Int)
+    /// Its probes show more requests waiting than `routing.load.max_waiting`.
+    case waiting(Int, limit: Int)
+    /// Its probes show its KV cache fuller than `routing.load.max_kv_usage`.
+    case kvUsage(Double, limit: Double)
+
+    public var description: String {
+        switch self {
+        case .notHealthy: "not healthy"
+        case .loadCeiling(let inFlight, let ceiling, let total, let routable):
+            "in flight \(inFlight) at the load ceiling \(ceiling) (\(total) over \(routable))"
+        case .waiting(let n, let limit): "\(n) requests waiting (limit \(limit))"
+        case .kvUsage(let kv, let limit): "KV cache \(Int((kv * 100).rounded()))% full (limit \(Int((limit * 100).rounded()))%)"
+        }
     }
 }
 

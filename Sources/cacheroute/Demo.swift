@@ -39,6 +39,9 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Replica speed factor (1 = the modeled H100; higher runs the demo faster).")
     var speed = 2.0
 
+    @Option(help: "A speed factor per replica on top of --speed, comma-separated (an unequal fleet: 1,1,2,2).")
+    var speeds: String?
+
     @Option(help: "Conversations in flight at once.")
     var concurrency = 12
 
@@ -67,7 +70,7 @@ struct Demo: AsyncParsableCommand {
         let client = StreamingClient(client: HTTPClient(group: MultiThreadedEventLoopGroup.singleton))
         print(
             """
-            cacheroute demo: 4 emulated vLLM replicas (\(self.capacityTokens / 1000)k-token KV cache each, timing x\(Self.format(self.speed))), \
+            cacheroute demo: 4 emulated vLLM replicas (\(self.capacityTokens / 1000)k-token KV cache each, timing x\(Self.format(self.speed))\(self.speeds.map { ", speeds \($0)" } ?? "")), \
             \(workload.conversations.count) conversations from 8 tenants, \(workload.requestCount) streamed chat requests, \(self.concurrency) at a time.
             """
         )
@@ -132,14 +135,30 @@ struct Demo: AsyncParsableCommand {
         for s in routed { await s.stop() }
     }
 
+    func validate() throws {
+        if let text = self.speeds {
+            let parts = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
+                throw ValidationError("--speeds: expected positive numbers separated by commas, got '\(text)'")
+            }
+        }
+        guard self.speed > 0 else { throw ValidationError("--speed must be positive") }
+    }
+
+    /// The per-replica factors of `--speeds` (1 for every replica without it).
+    var speedFactors: [Double] {
+        let parsed = (self.speeds ?? "").split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 }
+        return parsed.isEmpty ? [1] : parsed
+    }
+
     func startFleet(logger: Logger) async throws -> [EmulatorServer] {
         var servers: [EmulatorServer] = []
         for i in 1...4 {
             var settings = EmulatorSettings()
             settings.name = "r\(i)"
             settings.capacityTokens = self.capacityTokens
-            settings.timing.speed = self.speed
-                        servers.append(try await EmulatorServer.start(settings: settings, port: 0, logger: logger))
+            settings.timing.speed = self.speed * self.speedFactors[(i - 1) % self.speedFactors.count]
+            servers.append(try await EmulatorServer.start(settings: settings, port: 0, logger: logger))
         }
         return servers
     }

@@ -76,16 +76,25 @@ public struct FleetRouter: Sendable {
     /// has room, else it waits in the router's queue (when the queue is on) for a replica with
     /// room: preferably the one that holds its prefix, which the placement goes on choosing as long
     /// as waiting for it is cheaper than a miss elsewhere.
-    public mutating func admit(_ request: QueuedRequest, now: Double) -> Admission {
+    ///   - waiting: the request's place in the queue, made only if it has to wait (its tenant,
+    ///     priority and copies of its keys cost nothing on the common path).
+    public mutating func admit(
+        _ keys: Result<RequestKeys, KeyError>, header: (String) -> String? = { _ in nil }, now: Double, waiting: () -> QueuedRequest
+    ) -> Admission {
         if self.health.ejectionEnded(now: now) { self.expireEjections(now: now) }
         let fleet = self.fleet
-        let decision = self.router.decide(request.keys, header: request.header, fleet: fleet, now: now)
+        let decision = self.router.decide(keys, header: header, fleet: fleet, now: now)
         guard let replica = decision.replica else { return .unplaced(decision) }
         if self.settings.queue.enabled, !self.hasRoom(replica, fleet: fleet) {
-            if let refused = self.queue.enqueue(request) { return .rejected(refused) }
+            if let refused = self.queue.enqueue(waiting()) { return .rejected(refused) }
             return .queued
         }
-        return .placed(self.commit(request.keys, decision, replica, missTokens: decision.missTokens, fleet: fleet, now: now))
+        return .placed(self.commit(keys, decision, replica, missTokens: decision.missTokens, fleet: fleet, now: now))
+    }
+
+    /// `admit` for a request already in queue form (the simulator).
+    public mutating func admit(_ request: QueuedRequest, now: Double) -> Admission {
+        self.admit(request.keys, header: request.header, now: now) { request }
     }
 
     /// Sends on the queued requests that can go now (call when a replica's load dropped: an answer
