@@ -109,8 +109,9 @@ public struct ServiceObservation: Sendable, Equatable {
 public struct ServiceModel: Sendable {
     public var settings: ServiceModelSettings
     var replicas = ReplicaTable<ServiceEstimate>()
-    /// Sum of the learned prefill speeds (for their mean).
+    /// Sum and count of the prefill speeds learned from observations (for their mean).
     var speedSum = 0.0
+    var learnedCount = 0
 
     public init(settings: ServiceModelSettings = ServiceModelSettings()) {
         self.settings = settings
@@ -120,18 +121,24 @@ public struct ServiceModel: Sendable {
         ServiceEstimate(prefillTokensPerSecond: self.settings.prefillTokensPerSecond, decodeSecondsPerToken: self.settings.decodeSecondsPerToken)
     }
 
-    /// The mean learned prefill speed of the replicas known (the seed when none is).
+    /// The mean prefill speed learned over the replicas that served something (the seed before any did).
     public var meanPrefillTokensPerSecond: Double {
-        self.replicas.count > 0 ? self.speedSum / Double(self.replicas.count) : self.settings.prefillTokensPerSecond
+        self.learnedCount > 0 ? self.speedSum / Double(self.learnedCount) : self.settings.prefillTokensPerSecond
     }
 
-    /// What is known of replica `id` (the seeds until it served something), as placement uses it:
-    /// a prefill speed within `speedTolerance` of the mean is the mean.
+    /// What is known of replica `id`, as placement uses it: a replica not learned yet is taken to
+    /// be as fast as the others have proved (the seed only while none has: a seed far off would
+    /// make a new replica look too slow to ever be tried), and a speed within `speedTolerance` of
+    /// the mean is the mean.
     @inline(__always)
     public func estimate(replicaID id: Int) -> ServiceEstimate {
-        guard var e = self.replicas[id] else { return self.seed }
         let mean = self.meanPrefillTokensPerSecond
-        if abs(e.prefillTokensPerSecond / mean - 1) < self.settings.speedTolerance { e.prefillTokensPerSecond = mean }
+        guard var e = self.replicas[id] else {
+            var seed = self.seed
+            seed.prefillTokensPerSecond = mean
+            return seed
+        }
+        if e.prefillSamples == 0 || abs(e.prefillTokensPerSecond / mean - 1) < self.settings.speedTolerance { e.prefillTokensPerSecond = mean }
         return e
     }
 
@@ -146,9 +153,15 @@ public struct ServiceModel: Sendable {
         guard s.learningRate > 0, o.seconds.isFinite, o.seconds >= 0 else { return }
         // The first observations of a replica count fully (see `step`); later ones at the learning rate.
         let seed = self.seed
-        if self.replicas[id] == nil { self.speedSum += seed.prefillTokensPerSecond }
-        let before = self.replicas[id]?.prefillTokensPerSecond ?? seed.prefillTokensPerSecond
-        defer { self.speedSum += (self.replicas[id]?.prefillTokensPerSecond ?? before) - before }
+        let learnedBefore = (self.replicas[id]?.prefillSamples ?? 0) > 0
+        let before = learnedBefore ? self.replicas[id]!.prefillTokensPerSecond : 0
+        defer {
+            // Keep the sum over learned speeds (a replica joins it with its first prefill sample).
+            if let e = self.replicas[id], e.prefillSamples > 0 {
+                self.speedSum += e.prefillTokensPerSecond - before
+                if !learnedBefore { self.learnedCount += 1 }
+            }
+        }
         self.replicas.modify(id, default: { seed }) { e in
             // Decode first: the prefill of a whole (non-streamed) answer is its duration less it.
             if let first = o.firstTokenSeconds, let out = o.outputTokens, out > 1, o.seconds > first {
@@ -208,6 +221,8 @@ public struct ServiceModel: Sendable {
     /// Forgets replicas not in `ids` (they left the fleet).
     mutating func retain(replicaIDs ids: Set<Int>) {
         self.replicas.removeAll { id, _ in !ids.contains(id) }
-        self.speedSum = self.replicas.allValues.reduce(0) { $0 + $1.prefillTokensPerSecond }
+        let learned = self.replicas.allValues.filter { $0.prefillSamples > 0 }
+        self.speedSum = learned.reduce(0) { $0 + $1.prefillTokensPerSecond }
+        self.learnedCount = learned.count
     }
 }

@@ -24,6 +24,23 @@ import Testing
         #expect(model.estimate(replicaID: 1).prefillTokensPerSecond > model.estimate(replicaID: 2).prefillTokensPerSecond * 1.5)
     }
 
+    @Test func aReplicaNotLearnedYetIsTakenAsFastAsTheOthersProved() {
+        // The seed says 16k tokens/s; the fleet proves to do 4k. A new replica at the seed would
+        // look four times faster than it can be and draw everything (or, seeded too slow, nothing).
+        var model = ServiceModel(settings: ServiceModelSettings(prefillTokensPerSecond: 16000))
+        #expect(model.estimate(replicaID: 9).prefillTokensPerSecond == 16000)
+        for _ in 0..<50 {
+            model.observe(replicaID: 1, Self.observation(work: 8000, seconds: 2.02))
+            model.observe(replicaID: 2, Self.observation(work: 8000, seconds: 2.02))
+        }
+        let mean = model.meanPrefillTokensPerSecond
+        #expect(abs(mean / 4000 - 1) < 0.05, "\(mean)")
+        #expect(model.estimate(replicaID: 9).prefillTokensPerSecond == mean)
+        // Probes alone (no served request) teach no speed: still the fleet's mean.
+        model.observeProbe(replicaID: 9, running: 1, waiting: 0, kvUsage: 0.1)
+        #expect(model.estimate(replicaID: 9).prefillTokensPerSecond == mean)
+    }
+
     @Test func oneOutlierMovesTheEstimateByABoundedStep() {
         var model = ServiceModel(settings: ServiceModelSettings(prefillTokensPerSecond: 10000))
         for _ in 0..<100 { model.observe(replicaID: 1, Self.observation(work: 10000, seconds: 1.02)) }
