@@ -149,7 +149,7 @@ final class AdminHandler: ChannelInboundHandler {
 
     func explain(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
         let bytes = Array(self.body.readableBytesView)
-        // The API: ?api=chat|completions|generate (or a path), else guessed from the body.
+        // The API: ?api=chat|completions|generate|responses|messages (or a path), else guessed from the body.
         var named: String?
         if let q = head.uri.firstIndex(of: "?") {
             for pair in head.uri[head.uri.index(after: q)...].split(separator: "&") where pair.hasPrefix("api=") {

@@ -285,12 +285,25 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         // A local function, not a closure value: passed as a non-escaping argument it allocates nothing.
         func lookup(_ name: String) -> String? { head.value(named: name) }
         let keys: Result<RequestKeys, KeyError>
+        var uncounted = false
         switch route {
         case .keyed(let api):
             x.summary.path = api.path
             let rules = self.settings.keying
             keys = x.body.withUnsafeReadableBytes { KeyExtractor.extract(api: api, body: $0, header: lookup, rules: rules) }
             if case .success(let k) = keys { x.summary.promptTokensEstimate = k.promptTokens(bytesPerToken: rules.bytesPerToken) }
+            if api == .messages { x.usage.anthropic = true }
+        case .countTokens:
+            // Keyed as the Messages request it counts (its model's pool), placed without load.
+            x.summary.path = head.string(path)
+            let rules = self.settings.keying
+            keys = x.body.withUnsafeReadableBytes { KeyExtractor.extract(api: .messages, body: $0, header: lookup, rules: rules) }
+            uncounted = true
+        case .storedResponse(let id):
+            // Only the replica that made it has it; an id the router did not make goes anywhere.
+            x.summary.path = head.string(path)
+            keys = FleetSnapshot.isRouterResponseID(id)
+                ? .success(.storedResponse(id)) : .failure(KeyError(.invalidField, "response id '\(id)' does not name a replica"))
         case .methodNotAllowed(let api):
             x.summary.path = api.path
             self.answer(x, ProxyError.methodNotAllowed(head.methodString, api.path))
@@ -319,7 +332,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             let tenant = queue.tenant(keys: k, header: lookup)
             return (tenant, queue.priority(tenant: tenant, model: k?.model, header: lookup))
         }
-        let result = self.state.admit(keys, header: lookup, bytes: x.body.readableBytes, classify: classify) {
+        let result = uncounted ? self.state.placeUncounted(keys, header: lookup) : self.state.admit(keys, header: lookup, bytes: x.body.readableBytes, classify: classify) {
             // Made only when the request waits: the queue's answer comes back on this loop.
             let bound = NIOLoopBound((self, x), eventLoop: self.context!.eventLoop)
             return { outcome in
@@ -342,6 +355,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         case .unplaced(let reason):
             x.detail = reason
             self.run(self.machine.noReplica())
+        case .unknownResponse(let id):
+            self.answer(x, ProxyError.responseNotFound(id))
         }
     }
 
@@ -375,7 +390,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
 
     /// Answers the request with a local error.
     func answer(_ x: Exchange, _ error: ProxyError) {
-        x.localAnswer = (Int(error.status.code), error.body, error.retryAfter)
+        x.localAnswer = (Int(error.status.code), error.body(anthropic: x.anthropic), error.retryAfter)
         self.run(self.machine.answerLocally())
     }
 
@@ -421,18 +436,34 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     func sendRequest() {
         guard let x = self.exchange, let head = x.head, let lease = x.lease, let placement = x.placement, let context else { return }
         if !context.channel.isWritable { lease.setReading(false) }
+        // Responses: the replica names the response after the `request_id` the router gives it,
+        // which names this replica (`StoredResponseID`): `{"request_id":"...",` replaces the body's
+        // opening brace, and the rest goes as it came.
+        var opening: [UInt8] = []
+        var body = x.body
+        if case .keyed(.responses) = x.route, case .success(let keys)? = x.keys, !keys.namesRequestID,
+            let brace = body.readableBytesView.firstIndex(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }),
+            body.readableBytesView[brace] == UInt8(ascii: "{")
+        {
+            if x.responseSerial == 0 { x.responseSerial = self.loop?.requestIDs.nextValue() ?? UInt64.random(in: 1 ... .max) }
+            let id = StoredResponseID.make(tag: placement.endpoint.responseTag, request: x.responseSerial)
+            opening = Array("{\"request_id\":\"\(id)\",".utf8)
+            body.moveReaderIndex(to: brace + 1)
+        }
+        let length = opening.count + body.readableBytes
         // A small body goes out in the same buffer as the head: one write instead of two.
-        let coalesce = x.body.readableBytes <= Self.coalesceBytes
+        let coalesce = length <= Self.coalesceBytes
         let buffers = self.loop?.buffers
         var requestHead = buffers?.take(capacity: 0, allocator: context.channel.allocator) ?? ByteBuffer()
         ProxyHeads.upstreamRequest(
-            head, endpoint: placement.endpoint, client: x.remote, requestID: x.requestID, bodyLength: x.body.readableBytes,
-            reserve: coalesce ? x.body.readableBytes : 0, into: &requestHead)
+            head, endpoint: placement.endpoint, client: x.remote, requestID: x.requestID, bodyLength: length,
+            reserve: coalesce ? length : opening.count, into: &requestHead)
+        if !opening.isEmpty { requestHead.writeBytes(opening) }
         if coalesce {
-            requestHead.writeImmutableBuffer(x.body)
+            requestHead.writeImmutableBuffer(body)
             lease.send(head: requestHead, body: nil, isHead: head.methodIs("HEAD"), to: self)
         } else {
-            lease.send(head: requestHead, body: x.body, isHead: head.methodIs("HEAD"), to: self)
+            lease.send(head: requestHead, body: body, isHead: head.methodIs("HEAD"), to: self)
         }
         buffers?.give(requestHead)
         let now = NIODeadline.now()
@@ -610,7 +641,9 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     /// What a successful attempt took, as the service model learns it: a stream's first token
     /// (its first body bytes), the whole answer, and the replica's own usage figures.
     func observation(_ x: Exchange) -> RouterState.Observation? {
-        guard let sent = x.sentAt else { return nil }
+        // Only a generated answer tells the replica's speed (a 4xx was refused before any work;
+        // other routes generate nothing).
+        guard let sent = x.sentAt, case .keyed = x.route, let status = x.plan?.status, (200..<300).contains(status) else { return nil }
         let now = NIODeadline.now()
         let first = x.plan?.isSSE == true ? x.firstBodyAt.map { Double(($0 - sent).nanoseconds) / 1e9 } : nil
         return RouterState.Observation(
@@ -648,7 +681,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         let retryAfter: Int?
         if let error {
             let e = self.proxyError(error, x)
-            (status, body, retryAfter) = (Int(e.status.code), e.body, e.retryAfter)
+            (status, body, retryAfter) = (Int(e.status.code), e.body(anthropic: x.anthropic), e.retryAfter)
         } else if let local = x.localAnswer {
             (status, body, retryAfter) = local
         } else {
@@ -670,7 +703,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.finishExchange(context, x, last: nil, close: true)
             return
         }
-        let event = context.channel.allocator.buffer(bytes: self.proxyError(error, x).sseEvent)
+        let event = context.channel.allocator.buffer(bytes: self.proxyError(error, x).sseEvent(anthropic: x.anthropic))
         var last: ByteBuffer
         if x.plan?.framing == .chunked {
             // Complete events already went out; a partial one is dropped rather than corrupted.

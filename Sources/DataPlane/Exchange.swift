@@ -45,6 +45,16 @@ final class Exchange {
     var retryAfter: Int?
     /// When the current attempt's request went to the replica.
     var sentAt: NIODeadline?
+    /// Responses: the number in the ids of the response the router asks replicas for (0: none yet).
+    var responseSerial: UInt64 = 0
+
+    /// Its errors take the Anthropic shape (`/v1/messages`).
+    var anthropic: Bool {
+        switch self.route {
+        case .keyed(.messages), .methodNotAllowed(.messages), .countTokens: true
+        default: false
+        }
+    }
 
     init(head: HTTP1Head?, started: NIODeadline, remote: String?, requestID: RequestID) {
         self.head = head

@@ -2,7 +2,8 @@ import FastJSON
 import NIOHTTP1
 import RoutingCore
 
-/// An error the router itself answers with, OpenAI-shaped: `{"error": {"message", "type", "code"}}`.
+/// An error the router itself answers with, OpenAI-shaped: `{"error": {"message", "type", "code"}}`
+/// (Anthropic-shaped on `/v1/messages`: `{"type": "error", "error": {"type", "message"}}`).
 public struct ProxyError: Error, Sendable {
     public var status: HTTPResponseStatus
     public var type: String
@@ -10,6 +11,26 @@ public struct ProxyError: Error, Sendable {
     public var message: String
     /// Seconds for `Retry-After` (503).
     public var retryAfter: Int?
+    public var param: String?
+    /// vLLM's own errors carry the HTTP status as `code`; the router's own carry a name.
+    public var numericCode = false
+
+    public init(status: HTTPResponseStatus, type: String, code: String, message: String, retryAfter: Int? = nil, param: String? = nil) {
+        self.status = status
+        self.type = type
+        self.code = code
+        self.message = message
+        self.retryAfter = retryAfter
+        self.param = param
+    }
+
+    /// A stored response the fleet no longer holds (its replica left): word for word what vLLM
+    /// answers for an id it does not know, so clients see one error for both.
+    public static func responseNotFound(_ id: String) -> ProxyError {
+        var e = ProxyError(status: .notFound, type: "invalid_request_error", code: "404", message: "Response with id '\(id)' not found.", param: "response_id")
+        e.numericCode = true
+        return e
+    }
 
     public static func bodyTooLarge(limit: Int) -> ProxyError {
         ProxyError(status: .payloadTooLarge, type: "invalid_request_error", code: "request_too_large", message: "request body exceeds the limit of \(limit) bytes")
@@ -59,16 +80,41 @@ public struct ProxyError: Error, Sendable {
         ProxyError(status: .methodNotAllowed, type: "invalid_request_error", code: "method_not_allowed", message: "\(method) is not allowed on \(path)")
     }
 
-    public var body: [UInt8] {
+    public var body: [UInt8] { self.body(anthropic: false) }
+
+    /// The body; `anthropic`: in the Messages API's shape, with its error types.
+    public func body(anthropic: Bool) -> [UInt8] {
         var out: [UInt8] = []
+        if anthropic {
+            JSONValue.object(["type": .string("error"), "error": .object(["type": .string(self.anthropicType), "message": .string(self.message)])]).write(to: &out)
+            return out
+        }
         JSONValue.object([
-            "error": .object(["message": .string(self.message), "type": .string(self.type), "code": .string(self.code), "param": .null])
+            "error": .object([
+                "message": .string(self.message), "type": .string(self.type),
+                "code": self.numericCode ? .int(Int64(self.status.code)) : .string(self.code), "param": self.param.map { .string($0) } ?? .null,
+            ])
         ]).write(to: &out)
         return out
     }
 
-    /// The same error as a Server-Sent Event, ending a stream that already started.
-    public var sseEvent: [UInt8] {
-        Array("data: ".utf8) + self.body + Array("\n\n".utf8)
+    /// Anthropic's error type for the status (their documented set).
+    var anthropicType: String {
+        switch self.status.code {
+        case 400, 405, 408, 431, 501, 505: "invalid_request_error"
+        case 401: "authentication_error"
+        case 403: "permission_error"
+        case 404: "not_found_error"
+        case 413: "request_too_large"
+        case 429: "rate_limit_error"
+        case 503: "overloaded_error"
+        default: "api_error"
+        }
+    }
+
+    /// The same error as a Server-Sent Event, ending a stream that already started (Anthropic
+    /// streams name it: `event: error`).
+    public func sseEvent(anthropic: Bool = false) -> [UInt8] {
+        (anthropic ? Array("event: error\n".utf8) : []) + Array("data: ".utf8) + self.body(anthropic: anthropic) + Array("\n\n".utf8)
     }
 }

@@ -319,6 +319,13 @@ public struct JSONReader {
         return true
     }
 
+    /// Whether the raw bytes of a string span start with `text` (ASCII; no escapes in the prefix).
+    public func span(_ span: JSONStringSpan, hasPrefix text: [UInt8]) -> Bool {
+        guard span.count >= text.count else { return false }
+        for k in 0..<text.count where self.byte(at: span.start + k) != text[k] { return false }
+        return true
+    }
+
     /// The decoded text of a string span (escapes resolved; invalid input throws).
     public func decodeString(_ span: JSONStringSpan) throws(JSONError) -> String {
         if !span.hasEscapes {

@@ -45,7 +45,12 @@ public struct RequestIDGenerator: Sendable {
     public init() {}
 
     public mutating func next() -> RequestID {
+        .generated(self.nextValue())
+    }
+
+    /// The next id as a number.
+    public mutating func nextValue() -> UInt64 {
         self.counter &+= 1
-        return .generated(SplitMix64.mix(self.counter))
+        return SplitMix64.mix(self.counter)
     }
 }

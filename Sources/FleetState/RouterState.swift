@@ -127,6 +127,8 @@ public final class RouterState: Sendable {
         case refused(QueueRejection, retryAfter: Int)
         /// No replica can take it; the reason in words.
         case unplaced(reason: String)
+        /// It needs a stored response whose replica left the fleet (the id names it).
+        case unknownResponse(String)
     }
 
     /// What the request's queue wait came to.
@@ -174,7 +176,25 @@ public final class RouterState: Sendable {
                 s.queueCounters.refused[reason, default: 0] += 1
                 return .refused(reason, retryAfter: Self.retryAfter(s))
             case .unplaced(let decision):
-                return .unplaced(reason: decision.reason(in: s.core.fleet))
+                return Self.unplaced(decision, s.core.fleet)
+            }
+        }
+    }
+
+    static func unplaced(_ decision: RoutingDecision, _ fleet: FleetSnapshot) -> RouteResult {
+        if case .storedResponseGone(let id) = decision.basis { return .unknownResponse(id) }
+        return .unplaced(reason: decision.reason(in: fleet))
+    }
+
+    /// Places a request that costs its replica next to nothing (`count_tokens`): no load, no
+    /// prefix, never queued (`FleetRouter.placeUncounted`).
+    public func placeUncounted(_ keys: Result<RequestKeys, KeyError>, header: (String) -> String?) -> RouteResult {
+        let now = self.now()
+        return self.inner.withLockedValue { s -> RouteResult in
+            switch s.core.placeUncounted(keys, header: header, now: now) {
+            case .placed(let placement): return .placed(placement)
+            case .unplaced(let decision): return Self.unplaced(decision, s.core.fleet)
+            case .queued, .rejected: return .unplaced(reason: "not placed")
             }
         }
     }

@@ -45,20 +45,36 @@ public struct DemoWorkload: Sendable {
         self.maxTokens = maxTokens
     }
 
-    /// The chat request for `turn` of a conversation, given the assistant's earlier answers.
-    public func body(_ conversation: Conversation, turn: Int, answers: [String]) -> [UInt8] {
-        var messages: [JSONValue] = [.object(["role": .string("system"), "content": .string(conversation.system)])]
+    /// The request for `turn` of a conversation, given the assistant's earlier answers, streamed:
+    /// chat (the system message first), Responses (`instructions` and the history as `input`), or
+    /// Anthropic Messages (`system` and `messages`). The three carry the same conversation.
+    public func body(_ conversation: Conversation, turn: Int, answers: [String], api: RequestAPI = .chat) -> [UInt8] {
+        var messages: [JSONValue] = []
         for i in 0...turn {
             messages.append(.object(["role": .string("user"), "content": .string(conversation.turns[i])]))
             if i < turn { messages.append(.object(["role": .string("assistant"), "content": .string(answers[i])])) }
         }
-        let request = JSONValue.object([
-            "model": .string(self.model),
-            "messages": .array(messages),
-            "max_tokens": .int(Int64(self.maxTokens)),
-            "stream": .bool(true),
-            "stream_options": .object(["include_usage": .bool(true)]),
-        ])
+        let request: JSONValue
+        switch api {
+        case .responses:
+            request = .object([
+                "model": .string(self.model), "instructions": .string(conversation.system), "input": .array(messages),
+                "max_output_tokens": .int(Int64(self.maxTokens)), "stream": .bool(true), "store": .bool(false),
+            ])
+        case .messages:
+            request = .object([
+                "model": .string(self.model), "system": .string(conversation.system), "messages": .array(messages),
+                "max_tokens": .int(Int64(self.maxTokens)), "stream": .bool(true),
+            ])
+        case .chat, .completions, .generate:
+            request = .object([
+                "model": .string(self.model),
+                "messages": .array([.object(["role": .string("system"), "content": .string(conversation.system)])] + messages),
+                "max_tokens": .int(Int64(self.maxTokens)),
+                "stream": .bool(true),
+                "stream_options": .object(["include_usage": .bool(true)]),
+            ])
+        }
         var out: [UInt8] = []
         request.write(to: &out)
         return out

@@ -53,15 +53,7 @@ public struct StreamingClient: Sendable {
                         answer.error = error["message"]?.stringValue ?? "error event"
                         continue
                     }
-                    let choice = value["choices"]?[0]
-                    if let piece = choice?["delta"]?["content"]?.stringValue ?? choice?["text"]?.stringValue, !piece.isEmpty {
-                        if answer.ttft == nil { answer.ttft = seconds(clock.now - start) }
-                        answer.text += piece
-                    }
-                    if let usage = value["usage"], usage != .null {
-                        answer.promptTokens = usage["prompt_tokens"]?.intValue.map(Int.init) ?? answer.promptTokens
-                        answer.cachedTokens = usage["prompt_tokens_details"]?["cached_tokens"]?.intValue.map(Int.init) ?? answer.cachedTokens
-                    }
+                    Self.read(value, into: &answer) { seconds(clock.now - start) }
                 }
             }
             if stream.status != .ok {
@@ -72,6 +64,46 @@ public struct StreamingClient: Sendable {
         }
         answer.seconds = seconds(clock.now - start)
         return answer
+    }
+}
+
+extension StreamingClient {
+    /// Reads one event of a chat or completions stream (`choices`), a Responses stream
+    /// (`response.output_text.delta`, then `response.completed` with usage) or a Messages stream
+    /// (`content_block_delta`; usage in `message_start` and `message_delta`).
+    static func read(_ value: JSONValue, into answer: inout StreamedAnswer, now: () -> Double) {
+        var piece: String?
+        var usage: JSONValue?
+        switch value["type"]?.stringValue {
+        case "response.output_text.delta"?:
+            piece = value["delta"]?.stringValue
+        case "response.completed"?:
+            if let u = value["response"]?["usage"], u != .null {
+                answer.promptTokens = u["input_tokens"]?.intValue.map(Int.init) ?? answer.promptTokens
+                answer.cachedTokens = u["input_tokens_details"]?["cached_tokens"]?.intValue.map(Int.init) ?? answer.cachedTokens
+            }
+        case "content_block_delta"?:
+            piece = value["delta"]?["text"]?.stringValue
+        case "message_start"?, "message_delta"?:
+            // Anthropic's input_tokens leaves out what the cache served.
+            if let u = value["usage"] ?? value["message"]?["usage"], let input = u["input_tokens"]?.intValue {
+                let read = Int(u["cache_read_input_tokens"]?.intValue ?? 0)
+                answer.promptTokens = Int(input) + read + Int(u["cache_creation_input_tokens"]?.intValue ?? 0)
+                answer.cachedTokens = read
+            }
+        default:
+            let choice = value["choices"]?[0]
+            piece = choice?["delta"]?["content"]?.stringValue ?? choice?["text"]?.stringValue
+            usage = value["usage"]
+        }
+        if let piece, !piece.isEmpty {
+            if answer.ttft == nil { answer.ttft = now() }
+            answer.text += piece
+        }
+        if let usage, usage != .null {
+            answer.promptTokens = usage["prompt_tokens"]?.intValue.map(Int.init) ?? answer.promptTokens
+            answer.cachedTokens = usage["prompt_tokens_details"]?["cached_tokens"]?.intValue.map(Int.init) ?? answer.cachedTokens
+        }
     }
 }
 

@@ -22,6 +22,8 @@ public final class EmulatedReplica: Sendable {
     /// Mixed into response ids so two replicas never hand out the same id.
     let idSalt = UInt64.random(in: 0...UInt64.max)
     let core: NIOLockedValueBox<Core>
+    /// Stored Responses (`storeResponses`), apart from the engine's lock.
+    let responses: NIOLockedValueBox<ResponseStore>
 
     struct Job {
         var arrival: Double
@@ -54,6 +56,7 @@ public final class EmulatedReplica: Sendable {
             reportTokens: true
         )
         self.core = NIOLockedValueBox(Core(engine: engine, faults: settings.faults))
+        self.responses = NIOLockedValueBox(ResponseStore(capacity: settings.maxStoredResponses))
     }
 
     /// Seconds since the replica started.
@@ -135,7 +138,8 @@ public final class EmulatedReplica: Sendable {
 
     /// The blocks the answer adds after the prompt, as the next turn will render it.
     func outputChain(_ input: EngineInput, chain: [UInt64], output: [UInt8]) -> [UInt64] {
-        let tail = input.api == .chat ? output + ChatTemplate.endOfTurn : output
+        // Chat-rendered answers (chat, Responses, Messages) end their turn in the next prompt.
+        let tail = input.api == .chat || input.chatMessages != nil ? output + ChatTemplate.endOfTurn : output
         return input.chain(continuing: chain, with: tail, blockTokens: self.settings.blockTokens)
     }
 
@@ -218,6 +222,16 @@ public final class EmulatedReplica: Sendable {
         }
     }
 
+    /// A stored response (nil when not stored here, or when storing is off).
+    func storedResponse(_ id: String) -> ResponseStore.Entry? {
+        guard self.settings.storeResponses else { return nil }
+        return self.responses.withLockedValue { $0.entries[id] }
+    }
+
+    func store(response id: String, _ entry: ResponseStore.Entry) {
+        self.responses.withLockedValue { $0.put(id, entry) }
+    }
+
     /// Forgets the prefix cache (`POST /reset_prefix_cache`, `POST /flush_cache`).
     func resetCache() {
         self.core.withLockedValue { $0.engine.cache.reset() }
@@ -236,6 +250,9 @@ enum HTTPHandlerName: String, Sendable {
     case chat = "/v1/chat/completions"
     case completions = "/v1/completions"
     case generate = "/generate"
+    case responses = "/v1/responses"
+    case messages = "/v1/messages"
+    case countTokens = "/v1/messages/count_tokens"
     case health = "/health"
     case metrics = "/metrics"
     case models = "/v1/models"
@@ -271,7 +288,7 @@ public struct ReplicaCounters: Sendable {
     var maxTokensHistogram = HistogramCounts(bounds: VLLMBuckets.tokens)
     var computedHistogram = HistogramCounts(bounds: VLLMBuckets.tokens)
     /// Requests by handler and method.
-    var httpCounts: [String: [String: Int]] = [:]
+    public var httpCounts: [String: [String: Int]] = [:]
 
     mutating func finish(
         prompt: Int,

@@ -20,6 +20,8 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The generation in progress on this connection.
     var active: Generation?
     var keepAlive = true
+    /// The API of the request being answered (its errors take that API's shape).
+    var api: RequestAPI?
 
     /// A generation in progress (a class: token events update it in place, no copies).
     final class Generation {
@@ -29,7 +31,11 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         var output: [UInt8]
         var created: Int
         var requestID: String
+        /// Responses: the id of the output message.
+        var itemID = ""
         var cachedTokens = 0
+        /// The events before the first token went out.
+        var opened = false
         var sentTokens = 0
         var headerSent = false
         var chunks = 0
@@ -68,6 +74,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head = self.head else { return }
             self.head = nil
+            self.api = nil
             if self.tooLarge {
                 self.error(context, .payloadTooLarge, "request body too large")
                 return
@@ -125,6 +132,14 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.generate(context, .completions, head)
         case (.POST, "/generate") where engine == .sglang:
             self.generate(context, .generate, head)
+        case (.POST, "/v1/responses") where engine == .vllm:
+            self.generate(context, .responses, head)
+        case (.POST, "/v1/messages") where engine == .vllm:
+            self.generate(context, .messages, head)
+        case (.POST, "/v1/messages/count_tokens") where engine == .vllm:
+            self.countTokens(context)
+        case (_, _) where engine == .vllm && path.hasPrefix("/v1/responses/"):
+            self.storedResponse(context, head.method, path.dropFirst("/v1/responses/".count))
         case (.POST, "/v1/chat/completions/render"):
             self.render(context, .chat)
         case (.POST, "/v1/completions/render"):
@@ -152,8 +167,16 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: - Generation
 
     func generate(_ context: ChannelHandlerContext, _ api: RequestAPI, _ head: HTTPRequestHead) {
-        let name: HTTPHandlerName = api == .chat ? .chat : api == .completions ? .completions : .generate
+        let name: HTTPHandlerName
+        switch api {
+        case .chat: name = .chat
+        case .completions: name = .completions
+        case .generate: name = .generate
+        case .responses: name = .responses
+        case .messages: name = .messages
+        }
         let (number, faults) = self.replica.begin(name, method: "POST")
+        self.api = api
         let faulted = faults.applies(to: number)
         if faulted {
             self.replica.count { $0.faulted += 1 }
@@ -175,7 +198,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let defaultMaxTokens = self.replica.settings.defaultMaxTokens
         let parsed = self.body.withUnsafeReadableBytes { EngineInput.parse(api: api, raw: $0, defaultMaxTokens: defaultMaxTokens) }
-        let input: EngineInput
+        var input: EngineInput
         switch parsed {
         case .success(let value):
             input = value
@@ -189,6 +212,20 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.error(context, .notFound, "The model `\(model)` does not exist.", type: "NotFoundError", param: "model")
             return
         }
+        if api == .responses {
+            // A continuation starts from the stored conversation, which only this replica has.
+            var previous: [EngineInput.ChatMessage]?
+            if let id = input.previousResponseID {
+                let found = self.replica.storedResponse(id)
+                guard let found else {
+                    self.replica.count { $0.errors += 1 }
+                    self.error(context, .notFound, "Response with id '\(id)' not found.", type: "invalid_request_error", param: "response_id")
+                    return
+                }
+                previous = found.messages + [EngineInput.ChatMessage(role: "assistant", content: found.output)]
+            }
+            input.render(previous: previous)
+        }
         if input.promptTokens + input.maxTokens > self.replica.settings.maxModelLen {
             self.replica.count { $0.errors += 1 }
             self.error(
@@ -201,16 +238,19 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         // As vLLM: "chatcmpl-" / "cmpl-" + the X-Request-Id header, else the body's request_id,
         // else a random id (SGLang's /generate: its `rid` as given).
-        let prefix = api == .chat ? "chatcmpl-" : api == .completions ? "cmpl-" : ""
-        let header = api == .generate ? nil : head.headers.first(name: "x-request-id")
+        // Responses: the body's `request_id` is the response's id (else `resp_` and a random id).
+        let prefix = api == .chat || api == .messages ? "chatcmpl-" : api == .completions ? "cmpl-" : api == .responses ? "resp_" : ""
+        let header = api == .generate || api == .responses ? nil : head.headers.first(name: "x-request-id")
+        let random = SplitMix64.mix(number ^ self.replica.idSalt).hex16
         let generation = Generation(
             id: Int(truncatingIfNeeded: number),
             number: number,
             input: input,
             output: OutputText.bytes(seed: number, tokens: input.maxTokens),
             created: Int(Date().timeIntervalSince1970),
-            requestID: prefix + (header ?? input.requestID ?? SplitMix64.mix(number ^ self.replica.idSalt).hex16)
+            requestID: input.bodyRequestID ?? (prefix + (header ?? input.requestID ?? random))
         )
+        generation.itemID = "msg_" + random
         if faulted, faults.mode == .dieMidStream || faults.mode == .stallMidStream {
             generation.stopAfter = faults.afterChunks
             generation.closeWhenStopped = faults.mode == .dieMidStream
@@ -247,6 +287,12 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
             if g.input.stream { self.sendTokens(context, g, upTo: index) }
         case .finished:
             self.active = nil
+            if g.input.api == .responses, g.input.store, self.replica.settings.storeResponses {
+                var json: [UInt8] = []
+                AgentRenderer.response(g, model: self.replica.settings.model, finished: true, details: self.replica.settings.promptTokensDetails, into: &json)
+                let entry = ResponseStore.Entry(messages: g.input.chatMessages ?? [], output: g.output, json: json)
+                self.replica.store(response: g.requestID, entry)
+            }
             if g.input.stream {
                 self.sendTokens(context, g, upTo: g.input.maxTokens)
                 self.endStream(context, g)
@@ -281,11 +327,12 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard target > g.sentTokens else { return }
         var buffer = context.channel.allocator.buffer(capacity: 256 * (target - g.sentTokens))
         while g.sentTokens < target {
-            if g.sentTokens == 0, g.input.api == .chat {
-                // The event that opens the assistant message.
+            if !g.opened {
+                // The events that open the answer (chat's assistant role, Responses and Messages' starts).
                 if let die = g.stopAfter, g.chunks >= die { break }
-                ResponseRenderer.chatRoleChunk(g, model: self.replica.settings.model, into: &buffer)
-                g.chunks += 1
+                g.opened = true
+                let s = self.replica.settings
+                if ResponseRenderer.opening(g, model: s.model, details: s.promptTokensDetails, into: &buffer) { g.chunks += 1 }
             }
             if let die = g.stopAfter, g.chunks >= die { break }
             ResponseRenderer.streamChunk(g, tokenIndex: g.sentTokens, model: self.replica.settings.model, into: &buffer)
@@ -322,6 +369,51 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let (handler, context) = loopBound.value
                 handler.text(context, .ok, "", contentType: "text/plain")
             }
+        }
+    }
+
+    /// `GET /v1/responses/{id}` and `POST /v1/responses/{id}/cancel`, as vLLM answers them.
+    func storedResponse(_ context: ChannelHandlerContext, _ method: HTTPMethod, _ rest: Substring) {
+        var id = rest
+        let cancel = id.hasSuffix("/cancel")
+        if cancel { id = id.dropLast("/cancel".count) }
+        guard !id.isEmpty, !id.contains("/"), method == (cancel ? .POST : .GET) else {
+            // FastAPI: the path exists for other methods only.
+            self.json(context, id.contains("/") || id.isEmpty ? .notFound : .methodNotAllowed, .object(["detail": .string(id.contains("/") || id.isEmpty ? "Not Found" : "Method Not Allowed")]))
+            return
+        }
+        _ = self.replica.begin(.responses, method: method.rawValue)
+        let found = self.replica.storedResponse(String(id))
+        guard let found else {
+            self.error(context, .notFound, "Response with id '\(id)' not found.", type: "invalid_request_error", param: "response_id")
+            return
+        }
+        if cancel {
+            // Only background responses can be cancelled; every stored one here is finished.
+            self.error(context, .badRequest, "Cannot cancel a synchronous response.", type: "invalid_request_error", param: "response_id")
+            return
+        }
+        self.json(context, .ok, bytes: found.json)
+    }
+
+    /// `POST /v1/messages/count_tokens`: the prompt's tokens as the Messages request renders.
+    func countTokens(_ context: ChannelHandlerContext) {
+        _ = self.replica.begin(.countTokens, method: "POST")
+        self.api = .messages
+        var body = Array(self.body.readableBytesView)
+        // count_tokens needs no max_tokens: give the parser one.
+        if var value = try? JSONValue.parse(body), case .object(var members) = value, !members.contains(where: { $0.key == "max_tokens" }) {
+            members.append(.init("max_tokens", .int(1)))
+            value = .object(members)
+            body = []
+            value.write(to: &body)
+        }
+        do {
+            let input = try EngineInput.parse(api: .messages, body: body)
+            let n = Int64(input.promptTokens)
+            self.json(context, .ok, .object(["input_tokens": .int(n), "context_management": .object(["original_input_tokens": .int(n)])]))
+        } catch {
+            self.error(context, .badRequest, error.description, type: "invalid_request_error")
         }
     }
 
@@ -447,7 +539,8 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.respond(context, status, contentType: contentType, body: context.channel.allocator.buffer(string: text))
     }
 
-    /// vLLM's error body: `{"object": "error", "message", "type", "param", "code"}`.
+    /// vLLM 0.32's error body: `{"error": {"message", "type", "param", "code"}}`, Anthropic's
+    /// `{"type": "error", "error": {"type", "message"}}` on `/v1/messages`.
     func error(
         _ context: ChannelHandlerContext,
         _ status: HTTPResponseStatus,
@@ -456,10 +549,7 @@ final class EmulatorHandler: ChannelInboundHandler, RemovableChannelHandler {
         param: String? = nil
     ) {
         self.active = nil
-        self.json(context, status, .object([
-            "object": .string("error"), "message": .string(message), "type": .string(type),
-            "param": param.map { .string($0) } ?? .null, "code": .int(Int64(status.code)),
-        ]))
+        self.json(context, status, AgentRenderer.error(api: self.api, status: Int(status.code), message: message, type: type, param: param))
     }
 
     func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, contentType: String, body: ByteBuffer) {

@@ -21,6 +21,11 @@ public struct EmulatorSettings: Sendable {
     /// Fill `usage.prompt_tokens_details.cached_tokens` (vLLM's `--enable-prompt-tokens-details`).
     public var promptTokensDetails = true
     public var faults = FaultPlan()
+    /// Keep Responses made with `store` (vLLM's `VLLM_ENABLE_RESPONSES_API_STORE=1`); without it
+    /// `store` is ignored and `previous_response_id` finds nothing, as in vLLM.
+    public var storeResponses = true
+    /// The most stored responses kept (the oldest go first; vLLM keeps them all).
+    public var maxStoredResponses = 10_000
 
     public init() {}
 }

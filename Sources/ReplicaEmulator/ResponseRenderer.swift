@@ -79,6 +79,10 @@ enum ResponseRenderer {
             out += Array("\",\"meta_info\":".utf8)
             Self.metaInfo(g, into: &out)
             out += Array("}".utf8)
+        case .responses:
+            AgentRenderer.response(g, model: model, finished: true, details: details, into: &out)
+        case .messages:
+            AgentRenderer.message(g, model: model, details: details, into: &out)
         }
         return out
     }
@@ -105,16 +109,31 @@ enum ResponseRenderer {
             out += Array("data: {\"text\":\"".utf8)
             for i in 0...tokenIndex { out += OutputText.piece(seed: g.number, index: i) }
             out += Array("\",\"meta_info\":{\"id\":\"\(g.requestID)\",\"prompt_tokens\":\(g.input.promptTokens),\"completion_tokens\":\(tokenIndex + 1),\"cached_tokens\":\(g.cachedTokens)}}\n\n".utf8)
+        case .responses:
+            AgentRenderer.responsesDelta(g, tokenIndex: tokenIndex, into: &out)
+        case .messages:
+            AgentRenderer.messagesDelta(g, tokenIndex: tokenIndex, into: &out)
         }
         buffer.writeBytes(out)
     }
 
-    /// The first chat event: the assistant role and empty content.
-    static func chatRoleChunk(_ g: EmulatorHandler.Generation, model: String, into buffer: inout ByteBuffer) {
+    /// The events before the first token, for the APIs that have them: chat's assistant role
+    /// with empty content, the Responses and Messages opening events.
+    static func opening(_ g: EmulatorHandler.Generation, model: String, details: Bool, into buffer: inout ByteBuffer) -> Bool {
         var out: [UInt8] = []
-        Self.chatChunkStart(g, model: model, into: &out)
-        out += Array("[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n".utf8)
+        switch g.input.api {
+        case .chat:
+            Self.chatChunkStart(g, model: model, into: &out)
+            out += Array("[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n".utf8)
+        case .responses:
+            AgentRenderer.responsesOpening(g, model: model, into: &out)
+        case .messages:
+            AgentRenderer.messagesOpening(g, model: model, details: details, into: &out)
+        case .completions, .generate:
+            return false
+        }
         buffer.writeBytes(out)
+        return true
     }
 
     static func chatChunkStart(_ g: EmulatorHandler.Generation, model: String, into out: inout [UInt8]) {
@@ -151,6 +170,15 @@ enum ResponseRenderer {
             out += Array("data: {\"text\":\"".utf8) + g.output + Array("\",\"meta_info\":".utf8)
             Self.metaInfo(g, into: &out)
             out += Array("}\n\n".utf8)
+        case .responses:
+            // No `[DONE]` after Responses or Messages events.
+            AgentRenderer.responsesClosing(g, model: model, details: details, into: &out)
+            buffer.writeBytes(out)
+            return
+        case .messages:
+            AgentRenderer.messagesClosing(g, details: details, into: &out)
+            buffer.writeBytes(out)
+            return
         }
         out += Array("data: [DONE]\n\n".utf8)
         buffer.writeBytes(out)

@@ -20,6 +20,28 @@ public struct EngineInput: Sendable {
     public var includeUsage: Bool
     /// The request's own id for SGLang (`rid`), echoed back.
     public var requestID: String?
+    /// Responses and Messages: the conversation as chat messages (vLLM converts both to chat),
+    /// rendered into `prompt` by the handler once any stored history is put in front.
+    public var chatMessages: [ChatMessage]?
+    /// Responses and Messages: the tools as canonical JSON.
+    public var tools: [UInt8]?
+    /// Responses: the stored response this continues, whether to store this one, and the id the
+    /// caller chose (`request_id`: vLLM names the response after it).
+    public var previousResponseID: String?
+    public var store = false
+    public var bodyRequestID: String?
+    public var instructions: String?
+
+    /// One chat message as the engine renders it.
+    public struct ChatMessage: Sendable, Equatable {
+        public var role: String
+        public var content: [UInt8]
+
+        public init(role: String, content: [UInt8]) {
+            self.role = role
+            self.content = content
+        }
+    }
 
     public static let bytesPerToken = 4
 
@@ -96,6 +118,15 @@ extension EngineInput {
     /// Parses a request body held in memory the caller owns.
     public static func parse(api: RequestAPI, raw: UnsafeRawBufferPointer, defaultMaxTokens: Int = 16) -> Result<EngineInput, EngineInputError> {
         guard raw.count > 0 else { return .failure(EngineInputError("empty request body")) }
+        if api == .responses || api == .messages {
+            do {
+                return .success(try AgentRequest.parse(api: api, value: try JSONValue.parse(raw), defaultMaxTokens: defaultMaxTokens))
+            } catch let error as EngineInputError {
+                return .failure(error)
+            } catch {
+                return .failure(EngineInputError("invalid JSON: \(error)"))
+            }
+        }
         var parser = EngineBodyParser(reader: JSONReader(raw), api: api, defaultMaxTokens: defaultMaxTokens)
         do {
             return .success(try parser.parse())
@@ -221,6 +252,8 @@ struct EngineBodyParser {
             guard messageCount > 0 else { throw EngineInputError("'messages' must not be empty") }
             if let tools { rendered.insert(contentsOf: ChatTemplate.render(tools: tools, messages: [], addGenerationPrompt: false), at: 0) }
             if addGenerationPrompt { ChatTemplate.append("<|im_start|>assistant\n", to: &rendered) }
+        case .responses, .messages:
+            throw EngineInputError("not a chat body")
         case .completions, .generate:
             guard prompt != nil || ids != nil else {
                 throw EngineInputError(self.api == .completions ? "'prompt' is required" : "'text' or 'input_ids' is required")

@@ -9,6 +9,20 @@ struct BodyParser {
 
     /// Tools, functions, documents (they precede the messages in every template).
     var head: [UInt8] = []
+    /// Instructions given apart from the messages (Responses `instructions`, Messages `system`):
+    /// a system-message record that follows the head and precedes the messages.
+    var preamble: [UInt8] = []
+    /// Where the client's last cache breakpoint (Anthropic `cache_control`) inside the tools or
+    /// the system ends: in the head, or in the preamble.
+    var breakpointInHead: Int?
+    var breakpointInPreamble: Int?
+    /// `prompt_cache_key`.
+    var promptCacheKey: [UInt8]?
+    /// Responses: the response this one continues, the conversation it belongs to, and whether
+    /// the client named its own `request_id`.
+    var previousResponseID: String?
+    var conversationID: [UInt8]?
+    var hasRequestID = false
     /// Messages or prompts.
     var main: [UInt8] = []
     /// Generation options that change only the end of the rendered prompt.
@@ -51,12 +65,18 @@ struct BodyParser {
             try self.member(key)
         }
         try self.reader.expectEnd()
-        guard self.sawPrompt else {
+        guard self.sawPrompt || (self.api == .responses && self.previousResponseID != nil) else {
             switch self.api {
-            case .chat: throw self.invalid("missing field 'messages'")
+            case .chat, .messages: throw self.invalid("missing field 'messages'")
             case .completions: throw self.invalid("missing field 'prompt'")
             case .generate: throw self.invalid("missing field 'text' or 'input_ids'")
+            case .responses: throw self.invalid("missing field 'input'")
             }
+        }
+        if !self.preamble.isEmpty {
+            // Instructions given apart come after the tools and before the messages.
+            if let b = self.breakpointInPreamble { self.breakpointInHead = self.head.count + b }
+            self.head.append(contentsOf: self.preamble)
         }
     }
 
@@ -92,6 +112,26 @@ struct BodyParser {
             try self.optionFlag("add_generation_prompt", nonDefault: false)
         } else if self.api == .chat, r.key(key, equals: "continue_final_message") {
             try self.optionFlag("continue_final_message", nonDefault: true)
+        } else if self.api == .messages, r.key(key, equals: "messages") {
+            try self.anthropicMessages()
+        } else if self.api == .messages, r.key(key, equals: "system") {
+            try self.anthropicSystem()
+        } else if self.api == .messages, r.key(key, equals: "tools") {
+            try self.anthropicTools()
+        } else if self.api == .responses, r.key(key, equals: "input") {
+            try self.responsesInput()
+        } else if self.api == .responses, r.key(key, equals: "instructions") {
+            try self.responsesInstructions()
+        } else if self.api == .responses, r.key(key, equals: "tools") {
+            try self.headJSON(Tag.tools)
+        } else if self.api == .responses, r.key(key, equals: "previous_response_id") {
+            self.previousResponseID = try self.stringField("previous_response_id")
+        } else if self.api == .responses, r.key(key, equals: "request_id") {
+            self.hasRequestID = try self.stringField("request_id") != nil
+        } else if self.api == .responses, r.key(key, equals: "conversation") {
+            try self.responsesConversation()
+        } else if self.api != .generate, self.api != .messages, r.key(key, equals: "prompt_cache_key") {
+            try self.readPromptCacheKey()
         } else if self.api == .completions, r.key(key, equals: "prompt") {
             try self.prompts("prompt")
         } else if self.api == .completions, r.key(key, equals: "suffix") {
@@ -113,6 +153,9 @@ struct BodyParser {
     }
 
     typealias Tag = KeyExtractor.Tag
+    static let textType = Array("text".utf8)
+    static let inputText = Array("input_text".utf8)
+    static let outputText = Array("output_text".utf8)
     static let system = Array("system".utf8)
     static let developer = Array("developer".utf8)
     static let user = Array("user".utf8)
@@ -199,9 +242,15 @@ struct BodyParser {
         guard index > 0 else { throw KeyError(.emptyPrompt, "'messages' is empty") }
     }
 
-    mutating func message(_ index: Int) throws {
-        guard try self.reader.peekKind() == .object else { throw self.invalid("messages[\(index)] must be an object") }
+    /// One message: `dropping` names fields that are not content (a Responses item's type, id
+    /// and status), `label` the list it is in (for errors). `item`: a Responses input item, which
+    /// need not be a message: without a role it is written as its type and canonical JSON.
+    mutating func message(_ index: Int, dropping: [StaticString] = [], label: String = "messages", item: Bool = false) throws {
+        guard try self.reader.peekKind() == .object else { throw self.invalid("\(label)[\(index)] must be an object") }
         let recordStart = self.main.count
+        let itemStart = self.reader.position
+        let leadingText = self.leadingText
+        var type: JSONStringSpan?
         self.main.append(Tag.message)
         // Where the role's canonical bytes are in `main` (written in place: no array per message).
         var role: Range<Int>?
@@ -212,7 +261,7 @@ struct BodyParser {
         while let key = try self.reader.nextKey(first: &first) {
             if self.reader.key(key, equals: "role") {
                 guard try self.reader.peekKind() == .string else {
-                    throw self.invalid("messages[\(index)].role must be a string")
+                    throw self.invalid("\(label)[\(index)].role must be a string")
                 }
                 if sawContent {
                     // Rare: content came first. Keep the record order role, content.
@@ -226,9 +275,15 @@ struct BodyParser {
                     role = start..<self.main.count
                 }
             } else if self.reader.key(key, equals: "content") {
-                guard !sawContent else { throw self.invalid("messages[\(index)].content given twice") }
+                guard !sawContent else { throw self.invalid("\(label)[\(index)].content given twice") }
                 sawContent = true
                 try self.content(index)
+            } else if !dropping.isEmpty, dropping.contains(where: { self.reader.key(key, equals: $0) }) {
+                if item, self.reader.key(key, equals: "type"), try self.reader.peekKind() == .string {
+                    type = try self.reader.readStringSpan()
+                } else {
+                    try self.reader.skipValue()
+                }
             } else {
                 var name: [UInt8] = []
                 try CanonicalString.append(key, of: self.reader.buffer, to: &name)
@@ -237,7 +292,20 @@ struct BodyParser {
                 try self.reader.skipValue()
             }
         }
-        guard let role else { throw self.invalid("messages[\(index)].role is missing") }
+        guard let role else {
+            guard item else { throw self.invalid("\(label)[\(index)].role is missing") }
+            // Not a message (a function call or its output, reasoning...): its type, then its
+            // canonical JSON, in place of what was written.
+            self.main.removeSubrange(recordStart...)
+            self.leadingText = leadingText
+            self.main.append(Tag.message)
+            if let type { try CanonicalString.append(type, of: self.reader.buffer, to: &self.main) }
+            self.main.append(Tag.extras)
+            var whole = JSONReader(self.reader.buffer, position: itemStart)
+            try CanonicalJSON.appendValue(&whole, to: &self.main)
+            self.leadingInstructions = false
+            return
+        }
         if !sawContent { self.main.append(Tag.nullContent) }
         if !extras.isEmpty {
             self.main.append(Tag.extras)
@@ -252,6 +320,13 @@ struct BodyParser {
                 self.main.append(UInt8(ascii: ","))
             }
         }
+        self.endMessage(role: role)
+    }
+
+    /// A message record ended at the end of `main`; `role` is where its role is in `main`:
+    /// leading system and developer messages are the instructions, the first user message ends
+    /// the conversation's identity.
+    mutating func endMessage(role: Range<Int>) {
         let roleBytes = self.main[role]
         let isInstruction = roleBytes.elementsEqual(Self.system) || roleBytes.elementsEqual(Self.developer)
         if self.leadingInstructions {
@@ -308,7 +383,9 @@ struct BodyParser {
             if self.reader.key(key, equals: "type") {
                 if try self.reader.peekKind() == .string {
                     let type = try self.reader.readStringSpan()
-                    isText = self.reader.span(type, equals: Array("text".utf8))
+                    // Chat and Messages say "text", Responses "input_text" and "output_text".
+                    isText = self.reader.span(type, equals: Self.textType) || self.reader.span(type, equals: Self.inputText)
+                        || self.reader.span(type, equals: Self.outputText)
                 } else {
                     try self.reader.skipValue()
                 }
@@ -343,7 +420,8 @@ struct BodyParser {
         } else {
             var canonical: [UInt8] = []
             var sub = JSONReader(self.reader.buffer, position: partStart)
-            try CanonicalJSON.appendValue(&sub, to: &canonical)
+            // An Anthropic block's cache_control is the client's breakpoint, not content.
+            try CanonicalJSON.appendValue(&sub, to: &canonical, dropping: Self.cacheControl)
             self.main.append(Tag.part)
             self.main.append(contentsOf: XXH3.hash(canonical).hex16.utf8)
             inText = false
@@ -443,13 +521,19 @@ struct BodyParser {
 
         var instructionBytes = 0
         switch self.api {
-        case .chat:
+        case .chat, .responses:
             instructionBytes = self.head.count + self.instructionEndInMain
+        case .messages:
+            // The client's last breakpoint inside the tools and system, else all of them.
+            instructionBytes = self.breakpointInHead ?? (self.head.count + self.instructionEndInMain)
         case .completions, .generate:
             if self.rules.rawInstructionBytes > 0 { instructionBytes = min(self.rules.rawInstructionBytes, total) }
         }
         var instruction: PrefixKey?
-        if instructionBytes > 0, instructionBytes >= self.rules.instructionMinBytes {
+        if let key = self.promptCacheKey {
+            // The client names the prefix group itself.
+            instruction = PrefixKey(key: XXH3.hash(key, seed: scope ^ Self.promptCacheKeySeed), bytes: min(instructionBytes, total))
+        } else if instructionBytes > 0, instructionBytes >= self.rules.instructionMinBytes {
             instruction = PrefixKey(
                 key: pieces.prefixHash(at: instructionBytes, chain: chain, blockBytes: self.rules.blockBytes, seed: scope),
                 bytes: instructionBytes
@@ -467,10 +551,15 @@ struct BodyParser {
                 key: XXH3.hash(found.value, seed: KeyExtractor.sessionSeed(scope: scope)),
                 source: .body(self.rules.sessionBodyFields[found.index])
             )
+        } else if let conversation = self.conversationID {
+            session = SessionKey(key: XXH3.hash(conversation, seed: KeyExtractor.sessionSeed(scope: scope)), source: .body("conversation"))
+        } else if let previous = self.previousResponseID {
+            // (A response id the router made pins the request to its replica before sessions count.)
+            session = SessionKey(key: XXH3.hash(previous, seed: KeyExtractor.sessionSeed(scope: scope)), source: .body("previous_response_id"))
         } else {
             let depth: Int
             switch self.api {
-            case .chat: depth = self.firstUserEndInMain.map { self.head.count + $0 } ?? total
+            case .chat, .responses, .messages: depth = self.firstUserEndInMain.map { self.head.count + $0 } ?? total
             case .completions, .generate: depth = min(max(1, self.rules.rawSessionBytes), total)
             }
             session = SessionKey(
@@ -490,9 +579,14 @@ struct BodyParser {
             session: session,
             stream: self.stream,
             leadingText: self.leadingText,
-            saltHash: self.saltHash
+            saltHash: self.saltHash,
+            storedResponse: self.previousResponseID,
+            namesRequestID: self.hasRequestID
         )
     }
+
+    /// Seeds the hash of a `prompt_cache_key` apart from the chain's.
+    static let promptCacheKeySeed: UInt64 = 0x7072_6F6D_7074_636B
 
     /// Model, salt and template options, each tagged and terminated, in a fixed order.
     func scopeHash() -> UInt64 {

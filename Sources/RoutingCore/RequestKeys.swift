@@ -9,6 +9,10 @@ public enum RequestAPI: String, Sendable, CaseIterable {
     case completions
     /// SGLang native `POST /generate`.
     case generate
+    /// OpenAI Responses `POST /v1/responses`.
+    case responses
+    /// Anthropic Messages `POST /v1/messages` (and `/v1/messages/count_tokens`).
+    case messages
 }
 
 /// A hash of a prompt prefix and how many canonical bytes it covers.
@@ -76,6 +80,11 @@ public struct RequestKeys: Sendable {
     public var leadingText: [UInt8]
     /// XXH3 of the request's `cache_salt`, when it has one (a tenant identity for the queue).
     public var saltHash: UInt64?
+    /// Responses: the stored response this request needs (its `previous_response_id`, or the id
+    /// in a `GET`/`DELETE`/`cancel` path): only the replica holding it can serve the request.
+    public var storedResponse: String?
+    /// Responses: the client named its own `request_id` (the router then leaves it alone).
+    public var namesRequestID: Bool
 
     public init(
         api: RequestAPI,
@@ -88,9 +97,13 @@ public struct RequestKeys: Sendable {
         session: SessionKey?,
         stream: Bool,
         leadingText: [UInt8],
-        saltHash: UInt64? = nil
+        saltHash: UInt64? = nil,
+        storedResponse: String? = nil,
+        namesRequestID: Bool = false
     ) {
         self.saltHash = saltHash
+        self.storedResponse = storedResponse
+        self.namesRequestID = namesRequestID
         self.api = api
         self.model = model
         self.scope = scope
@@ -101,6 +114,14 @@ public struct RequestKeys: Sendable {
         self.session = session
         self.stream = stream
         self.leadingText = leadingText
+    }
+
+    /// The keys of a request about a stored response alone (`GET`, `DELETE`, `cancel` of
+    /// `/v1/responses/{id}`): no prompt, only the response it needs.
+    public static func storedResponse(_ id: String) -> RequestKeys {
+        RequestKeys(
+            api: .responses, model: nil, scope: 0, chain: [], promptBytes: 0, instruction: nil, instructionBytes: 0, session: nil, stream: false,
+            leadingText: [], storedResponse: id)
     }
 
     /// Estimated prompt tokens (canonical bytes / bytes per token, rounded up).
@@ -148,12 +169,17 @@ extension RequestAPI {
                 guard try reader.peekKind() == .object else { return nil }
                 try reader.beginObject()
                 var first = true
+                var sawMessages = false
                 while let key = try reader.nextKey(first: &first) {
-                    if reader.key(key, equals: "messages") { return .chat }
+                    if reader.key(key, equals: "messages") { sawMessages = true }
+                    // Anthropic bodies have messages and a required max_tokens, often a system field.
+                    if reader.key(key, equals: "system") || reader.key(key, equals: "anthropic_version") { return .messages }
+                    if reader.key(key, equals: "input") || reader.key(key, equals: "instructions") { return .responses }
                     if reader.key(key, equals: "prompt") { return .completions }
                     if reader.key(key, equals: "text") || reader.key(key, equals: "input_ids") { return .generate }
                     try reader.skipValue()
                 }
+                if sawMessages { return .chat }
             } catch {
                 return nil
             }
@@ -167,6 +193,8 @@ extension RequestAPI {
         case .chat: "/v1/chat/completions"
         case .completions: "/v1/completions"
         case .generate: "/generate"
+        case .responses: "/v1/responses"
+        case .messages: "/v1/messages"
         }
     }
 }

@@ -104,6 +104,18 @@ public struct Router: Sendable {
         case .success(let k):
             keys = k
         }
+        if let id = keys.storedResponse, FleetSnapshot.isRouterResponseID(id) {
+            // A continued stored response is served where it is stored, or not at all.
+            guard let replica = fleet.replica(holdingResponse: id) else {
+                return RoutingDecision(replica: nil, tier: .stored, note: "no replica holds it", basis: .storedResponseGone(id))
+            }
+            guard fleet.routable[replica] else {
+                return RoutingDecision(
+                    replica: nil, tier: .stored, note: "\(fleet.replicas[replica].name), which holds it, is not healthy", basis: .storedResponse(id))
+            }
+            let prompt = keys.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken)
+            return RoutingDecision(replica: replica, tier: .stored, missTokens: prompt, basis: .storedResponse(id), promptTokens: prompt)
+        }
         let (pool, match) = fleet.pool(for: keys.model)
         let ring = pool.ring
         guard !ring.isEmpty else {
@@ -484,6 +496,7 @@ public struct Router: Sendable {
         cachedTokens: Int?,
         outputTokens: Int?
     ) {
+        guard ticket.counted else { return }
         var miss = ticket.pendingTokens
         if let prompt = promptTokens, prompt > 0, let cached = cachedTokens {
             miss = Int((Double(ticket.promptTokens) * Double(max(0, prompt - cached)) / Double(prompt)).rounded())
@@ -498,6 +511,7 @@ public struct Router: Sendable {
 
     /// The request ended (success, failure or cancel).
     public mutating func finish(_ ticket: PlacementTicket) {
+        guard ticket.counted else { return }
         self.loads.modify(ticket.replicaID, default: { ReplicaLoad() }) { load in
             load.inFlight = max(0, load.inFlight - 1)
             if !ticket.firstByteSeen { load.pendingPrefillTokens = max(0, load.pendingPrefillTokens - ticket.pendingTokens) }

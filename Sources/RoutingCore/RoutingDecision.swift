@@ -12,6 +12,8 @@ public enum Tier: String, Sendable, CaseIterable {
     case fallback
     /// An explicit pinned group from the configuration.
     case pinned
+    /// The replica holding the stored response the request continues (Responses API).
+    case stored
 }
 
 /// One replica considered for a request, in preference order, with what the router knew of it.
@@ -124,6 +126,10 @@ public struct RoutingDecision: Sendable {
         case group(key: UInt64, members: Int, base: Int)
         case sessionRing
         case promptRing
+        /// The replica holding a stored response (`previous_response_id`).
+        case storedResponse(String)
+        /// A stored response the router made for a replica that left the fleet.
+        case storedResponseGone(String)
         case none
     }
 
@@ -168,6 +174,8 @@ public struct RoutingDecision: Sendable {
         case .pinnedGroupDown(let group): parts.append("pinned group '\(group)' has no healthy member; ordinary placement")
         case .group(let key, let members, let base):
             parts.append("group of \(members) for instruction key \(key.hex16)" + (members > base ? " (widened from \(base): hot prefix)" : ""))
+        case .storedResponse(let id): parts.append("the replica holding response \(id)")
+        case .storedResponseGone(let id): parts.append("response \(id) was made by a replica no longer in the fleet")
         case .sessionRing: parts.append("session ring position")
         case .promptRing: parts.append("prompt ring position")
         case .none: break
@@ -201,6 +209,8 @@ public struct RoutingDecision: Sendable {
     /// Where to retry if the chosen replica fails before the first byte, in order: the other
     /// eligible candidates by cost, then the rest of the pool in ring order. Computed only when needed.
     public func retryOrder(in fleet: FleetSnapshot, model: String?) -> [Int] {
+        // A stored response exists on one replica only: another one could only answer "not found".
+        guard self.tier != .stored else { return [] }
         var order = self.candidates.enumerated()
             .filter { $0.element.eligible && $0.element.replica != self.replica }
             .sorted { $0.element.cost == $1.element.cost ? $0.offset < $1.offset : $0.element.cost < $1.element.cost }
@@ -256,6 +266,16 @@ public struct PlacementTicket: Sendable, Equatable {
     public var sentAt: Double
     /// The replica's probes showed requests waiting when it was sent.
     public var replicaWasQueueing: Bool
+    /// False for a request that costs the replica next to nothing and teaches nothing (Anthropic
+    /// `count_tokens`): it counts in no load and no service model.
+    public var counted = true
+
+    /// A ticket for a request placed without load (see `counted`).
+    public static func uncounted(replicaID: Int, now: Double) -> PlacementTicket {
+        var ticket = PlacementTicket(replicaID: replicaID, pendingTokens: 0, firstByteSeen: true, sentAt: now)
+        ticket.counted = false
+        return ticket
+    }
 
     public init(
         replicaID: Int, pendingTokens: Int, firstByteSeen: Bool = false, promptTokens: Int = 0, aheadTokens: Int = 0, sentAt: Double = 0,

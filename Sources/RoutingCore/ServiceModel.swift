@@ -24,6 +24,10 @@ public struct ServiceEstimate: Sendable, Equatable {
         self.concurrencyLimit = concurrencyLimit
     }
 
+    /// The speeds learned from observations (nil: still the seed).
+    var learnedPrefill: Double? { self.prefillSamples > 0 ? self.prefillTokensPerSecond : nil }
+    var learnedDecode: Double? { self.decodeSamples > 0 ? self.decodeSecondsPerToken : nil }
+
     /// Seconds to prefill `tokens` it lacks and produce the first token.
     @inline(__always)
     public func firstTokenSeconds(missTokens: Int) -> Double {
@@ -109,9 +113,30 @@ public struct ServiceObservation: Sendable, Equatable {
 public struct ServiceModel: Sendable {
     public var settings: ServiceModelSettings
     var replicas = ReplicaTable<ServiceEstimate>()
-    /// Sum and count of the prefill speeds learned from observations (for their mean).
-    var speedSum = 0.0
-    var learnedCount = 0
+    /// The prefill and decode speeds learned from observations, summed over the replicas that
+    /// have them (for their means).
+    var prefillMean = LearnedMean()
+    var decodeMean = LearnedMean()
+
+    /// A mean kept up to date as its members change.
+    struct LearnedMean: Sendable {
+        var sum = 0.0
+        var count = 0
+
+        func value(or seed: Double) -> Double { self.count > 0 ? self.sum / Double(self.count) : seed }
+
+        /// A member went from `before` (nil: not a member) to `after`.
+        mutating func update(from before: Double?, to after: Double?) {
+            if let before {
+                self.sum -= before
+                self.count -= 1
+            }
+            if let after {
+                self.sum += after
+                self.count += 1
+            }
+        }
+    }
 
     public init(settings: ServiceModelSettings = ServiceModelSettings()) {
         self.settings = settings
@@ -123,22 +148,31 @@ public struct ServiceModel: Sendable {
 
     /// The mean prefill speed learned over the replicas that served something (the seed before any did).
     public var meanPrefillTokensPerSecond: Double {
-        self.learnedCount > 0 ? self.speedSum / Double(self.learnedCount) : self.settings.prefillTokensPerSecond
+        self.prefillMean.value(or: self.settings.prefillTokensPerSecond)
+    }
+
+    /// The mean decode speed learned likewise.
+    public var meanDecodeSecondsPerToken: Double {
+        self.decodeMean.value(or: self.settings.decodeSecondsPerToken)
     }
 
     /// What is known of replica `id`, as placement uses it: a replica not learned yet is taken to
-    /// be as fast as the others have proved (the seed only while none has: a seed far off would
-    /// make a new replica look too slow to ever be tried), and a speed within `speedTolerance` of
-    /// the mean is the mean.
+    /// be as fast as the others have proved (the seeds only while none has: a seed far off would
+    /// make a new replica look too slow to ever be tried, or so fast that it draws everything),
+    /// and a speed within `speedTolerance` of the mean is the mean.
     @inline(__always)
     public func estimate(replicaID id: Int) -> ServiceEstimate {
-        let mean = self.meanPrefillTokensPerSecond
+        let prefill = self.meanPrefillTokensPerSecond
+        let decode = self.meanDecodeSecondsPerToken
+        let tolerance = self.settings.speedTolerance
         guard var e = self.replicas[id] else {
             var seed = self.seed
-            seed.prefillTokensPerSecond = mean
+            seed.prefillTokensPerSecond = prefill
+            seed.decodeSecondsPerToken = decode
             return seed
         }
-        if e.prefillSamples == 0 || abs(e.prefillTokensPerSecond / mean - 1) < self.settings.speedTolerance { e.prefillTokensPerSecond = mean }
+        if e.prefillSamples == 0 || abs(e.prefillTokensPerSecond / prefill - 1) < tolerance { e.prefillTokensPerSecond = prefill }
+        if e.decodeSamples == 0 || abs(e.decodeSecondsPerToken / decode - 1) < tolerance { e.decodeSecondsPerToken = decode }
         return e
     }
 
@@ -153,14 +187,12 @@ public struct ServiceModel: Sendable {
         guard s.learningRate > 0, o.seconds.isFinite, o.seconds >= 0 else { return }
         // The first observations of a replica count fully (see `step`); later ones at the learning rate.
         let seed = self.seed
-        let learnedBefore = (self.replicas[id]?.prefillSamples ?? 0) > 0
-        let before = learnedBefore ? self.replicas[id]!.prefillTokensPerSecond : 0
+        let before = self.replicas[id]
         defer {
-            // Keep the sum over learned speeds (a replica joins it with its first prefill sample).
-            if let e = self.replicas[id], e.prefillSamples > 0 {
-                self.speedSum += e.prefillTokensPerSecond - before
-                if !learnedBefore { self.learnedCount += 1 }
-            }
+            // Keep the means over learned speeds (a replica joins one with its first sample of it).
+            let after = self.replicas[id]
+            self.prefillMean.update(from: before?.learnedPrefill, to: after?.learnedPrefill)
+            self.decodeMean.update(from: before?.learnedDecode, to: after?.learnedDecode)
         }
         self.replicas.modify(id, default: { seed }) { e in
             // Decode first: the prefill of a whole (non-streamed) answer is its duration less it.
@@ -211,7 +243,6 @@ public struct ServiceModel: Sendable {
             self.replicas.modify(id, default: { seed }) { e in e.concurrencyLimit = max(limit + 1, r * 1.1) }
             return
         }
-        if self.replicas[id] == nil { self.speedSum += seed.prefillTokensPerSecond }
         let rate = max(0.2, self.settings.learningRate)
         self.replicas.modify(id, default: { seed }) { e in
             e.concurrencyLimit = max(1, e.concurrencyLimit.map { $0 + rate * (full - $0) } ?? full)
@@ -221,8 +252,11 @@ public struct ServiceModel: Sendable {
     /// Forgets replicas not in `ids` (they left the fleet).
     mutating func retain(replicaIDs ids: Set<Int>) {
         self.replicas.removeAll { id, _ in !ids.contains(id) }
-        let learned = self.replicas.allValues.filter { $0.prefillSamples > 0 }
-        self.speedSum = learned.reduce(0) { $0 + $1.prefillTokensPerSecond }
-        self.learnedCount = learned.count
+        self.prefillMean = LearnedMean()
+        self.decodeMean = LearnedMean()
+        for e in self.replicas.allValues {
+            self.prefillMean.update(from: nil, to: e.learnedPrefill)
+            self.decodeMean.update(from: nil, to: e.learnedDecode)
+        }
     }
 }

@@ -150,7 +150,7 @@ final class RequestTallies: @unchecked Sendable {
             w.sample(MetricName.requests, [("route", key.route), ("replica", key.replica), ("status", String(key.status))], Double(n))
         }
         w.family(MetricName.decisions, type: "counter", help: help(MetricName.decisions))
-        for tier in [Tier.session, .group, .spill, .fallback, .pinned] {
+        for tier in Tier.allCases {
             w.sample(MetricName.decisions, [("tier", tier.rawValue)], Double(total.decisions[tier] ?? 0))
         }
         for (name, histogram) in [(MetricName.ttft, \ReplicaCounts.ttft), (MetricName.duration, \ReplicaCounts.duration)] {

@@ -37,8 +37,8 @@ public enum MetricName {
 
     /// Help text per name (the `# HELP` lines).
     public static let help: [String: String] = [
-        requests: "Requests answered, by route (chat, completions, generate, models, other, local), replica (none when the router answered) and HTTP status.",
-        decisions: "Routing decisions by tier: session (the conversation's replica), group (its instruction group), spill (moved for load or a hot prefix), fallback (no keys or no candidate), pinned.",
+        requests: "Requests answered, by route (chat, completions, generate, responses, messages, models, other, local), replica (none when the router answered) and HTTP status.",
+        decisions: "Routing decisions by tier: session (the conversation's replica), group (its instruction group), spill (moved for load or a hot prefix), fallback (no keys or no candidate), pinned, stored (the replica holding a stored response).",
         retries: "Attempts retried on another replica before the first byte, by the replica that failed and why (connect, status_5xx).",
         upstreamErrors: "Failed attempts on a replica, by kind: connect, timeout, status_5xx, broken_stream.",
         inFlight: "Requests in flight to a replica through this router.",
@@ -51,8 +51,8 @@ public enum MetricName {
         kvUsage: "KV-cache usage of the replica, from its /metrics (0-1).",
         probeFailures: "Failed health probes, by replica.",
         ejections: "Times passive outlier detection took a replica out of rotation.",
-        observedPromptTokens: "Prompt tokens the replica reported in answers (usage.prompt_tokens), as seen by this router.",
-        observedCachedTokens: "Of those, tokens the replica served from its prefix cache (usage.prompt_tokens_details.cached_tokens).",
+        observedPromptTokens: "Prompt tokens the replica reported in answers (usage prompt_tokens; Responses input_tokens; Messages input_tokens plus cache_read_input_tokens and cache_creation_input_tokens), as seen by this router.",
+        observedCachedTokens: "Of those, tokens the replica served from its prefix cache (usage prompt_tokens_details.cached_tokens; Responses input_tokens_details.cached_tokens; Messages cache_read_input_tokens).",
         hotPrefixes: "Instruction prefixes whose group is currently widened because of their request rate.",
         widenings: "Times a hot prefix's group was widened onto another replica.",
         reloads: "Configuration reloads by result (success, failure).",

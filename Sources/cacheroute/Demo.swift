@@ -12,6 +12,7 @@ import ReplicaEmulator
 import ReplicaModel
 import ReplicaProbes
 import RouterConfig
+import RoutingCore
 import Synchronization
 import UnixSignals
 
@@ -48,6 +49,9 @@ struct Demo: AsyncParsableCommand {
     @Option(name: .customLong("capacity-tokens"), help: "KV-cache capacity of each replica, in tokens.")
     var capacityTokens = 24_000
 
+    @Option(help: "The API the workload speaks: chat, responses (OpenAI Responses) or messages (Anthropic Messages).")
+    var api = "chat"
+
     /// The router's configuration; `REPLICAS` becomes the emulated fleet.
     static let embeddedConfig = """
         # cacheroute demo: the router in front of four local emulated replicas.
@@ -71,7 +75,7 @@ struct Demo: AsyncParsableCommand {
         print(
             """
             cacheroute demo: 4 emulated vLLM replicas (\(self.capacityTokens / 1000)k-token KV cache each, timing x\(Self.format(self.speed))\(self.speeds.map { ", speeds \($0)" } ?? "")), \
-            \(workload.conversations.count) conversations from 8 tenants, \(workload.requestCount) streamed chat requests, \(self.concurrency) at a time.
+            \(workload.conversations.count) conversations from 8 tenants, \(workload.requestCount) streamed \(self.api == "chat" ? "chat" : self.api == "responses" ? "Responses" : "Messages") requests, \(self.concurrency) at a time.
             """
         )
         let progress = ProgressBar(enabled: true, total: 2)
@@ -94,14 +98,15 @@ struct Demo: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let probes = Task { try? await runtime.probes.run() }
-        let viaRouter = await Self.drive(workload, concurrency: self.concurrency, progress: progress, stage: 0, label: "cacheroute") { _ in
+        let api = self.requestAPI
+        let viaRouter = await Self.drive(workload, api: api, concurrency: self.concurrency, progress: progress, stage: 0, label: "cacheroute") { _ in
             (runtime.proxy.port, nil, client)
         }
 
         // 2. The same workload round-robin over a fresh fleet.
         let plain = try await self.startFleet(logger: logger)
         let counter = SharedCounter()
-        let viaRoundRobin = await Self.drive(workload, concurrency: self.concurrency, progress: progress, stage: 1, label: "round-robin") { _ in
+        let viaRoundRobin = await Self.drive(workload, api: api, concurrency: self.concurrency, progress: progress, stage: 1, label: "round-robin") { _ in
             let server = plain[counter.increment() % plain.count]
             return (server.port, server.replica.settings.name, client)
         }
@@ -143,7 +148,12 @@ struct Demo: AsyncParsableCommand {
             }
         }
         guard self.speed > 0 else { throw ValidationError("--speed must be positive") }
+        guard ["chat", "responses", "messages"].contains(self.api) else {
+            throw ValidationError("--api: expected chat, responses or messages, got '\(self.api)'")
+        }
     }
+
+    var requestAPI: RequestAPI { RequestAPI(rawValue: self.api) ?? .chat }
 
     /// The per-replica factors of `--speeds` (1 for every replica without it).
     var speedFactors: [Double] {
@@ -182,6 +192,7 @@ struct Demo: AsyncParsableCommand {
     /// Runs every conversation turn by turn (each turn waits for the previous answer), `concurrency` conversations at a time.
     static func drive(
         _ workload: DemoWorkload,
+        api: RequestAPI = .chat,
         concurrency: Int,
         progress: ProgressBar,
         stage: Int,
@@ -202,8 +213,8 @@ struct Demo: AsyncParsableCommand {
                         let answer = await client.send(
                             host: "127.0.0.1",
                             port: port,
-                            path: "/v1/chat/completions",
-                            body: workload.body(conversation, turn: turn, answers: answers),
+                            path: api.path,
+                            body: workload.body(conversation, turn: turn, answers: answers, api: api),
                             timeout: 60
                         )
                         answers.append(answer.text.isEmpty ? "(no answer)" : answer.text)

@@ -10,8 +10,8 @@ struct Explain: ParsableCommand {
         discussion: """
             Reads a request body (a file, or '-' / nothing for standard input) and prints the routing \
             decision against the configured replicas, all assumed healthy and idle. The API is taken \
-            from --api, else guessed from the body (messages: chat, prompt: completions, text or \
-            input_ids: /generate).
+            from --api, else guessed from the body (system or anthropic_version: messages, input or \
+            instructions: responses, messages: chat, prompt: completions, text or input_ids: /generate).
             """
     )
 
@@ -21,7 +21,7 @@ struct Explain: ParsableCommand {
     @Option(name: .customShort("H"), help: "A request header, 'name: value' (repeatable).")
     var header: [String] = []
 
-    @Option(name: .long, help: "chat, completions or generate (or the request path).")
+    @Option(name: .long, help: "chat, completions, generate, responses or messages (or the request path).")
     var api: String?
 
     @Argument(help: "The request body file, or '-' for standard input.")
@@ -57,7 +57,7 @@ struct Explain: ParsableCommand {
         let api: RequestAPI
         if let text = self.api {
             guard let parsed = RequestAPI(rawValue: text) ?? RequestAPI(path: text) else {
-                printError("--api: expected chat, completions or generate, got '\(text)'")
+                printError("--api: expected chat, completions, generate, responses or messages, got '\(text)'")
                 throw ExitCode(1)
             }
             api = parsed

@@ -121,7 +121,7 @@ struct EmulatorTests {
             let port = servers[0].port
             let wrongModel = try await TestSupport.post(port, "/v1/chat/completions", #"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#)
             #expect(wrongModel.status == .notFound)
-            #expect(try JSONValue.parse(wrongModel.bodyBytes)["object"]?.stringValue == "error")
+            #expect(try JSONValue.parse(wrongModel.bodyBytes)["error"]?["code"]?.intValue == 404)
             let bad = try await TestSupport.post(port, "/v1/chat/completions", "{not json")
             #expect(bad.status == .badRequest)
             let long = try await TestSupport.post(port, "/v1/completions", #"{"prompt":"x","max_tokens":999999}"#)

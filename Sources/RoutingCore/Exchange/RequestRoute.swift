@@ -13,6 +13,11 @@ public enum RequestRoute: Sendable, Equatable {
     case keyed(RequestAPI)
     /// A generation path with a method other than POST (405).
     case methodNotAllowed(RequestAPI)
+    /// `POST /v1/messages/count_tokens`: to a replica of the model's pool, without load.
+    case countTokens
+    /// `/v1/responses/{id}` (GET, DELETE) and `/v1/responses/{id}/cancel`: to the replica that
+    /// made the stored response.
+    case storedResponse(id: String)
     /// `GET /v1/models`: merged over the fleet.
     case models
     /// `GET /health`, `/healthz`: the router itself.
@@ -27,6 +32,20 @@ public enum RequestRoute: Sendable, Equatable {
     public init(method: RequestMethod, path: UnsafeRawBufferPointer) {
         if let api = RequestAPI(pathBytes: path) {
             self = method == .post ? .keyed(api) : .methodNotAllowed(api)
+            return
+        }
+        if path.count > 14, UnsafeRawBufferPointer(rebasing: path[..<14]).equals("/v1/responses/") {
+            var rest = UnsafeRawBufferPointer(rebasing: path[14...])
+            if rest.count > 7, UnsafeRawBufferPointer(rebasing: rest[(rest.count - 7)...]).equals("/cancel") {
+                rest = UnsafeRawBufferPointer(rebasing: rest[..<(rest.count - 7)])
+            }
+            if !rest.isEmpty, !rest.contains(UInt8(ascii: "/")) {
+                self = .storedResponse(id: String(decoding: rest, as: UTF8.self))
+                return
+            }
+        }
+        if path.equals("/v1/messages/count_tokens") {
+            self = method == .post ? .countTokens : .methodNotAllowed(.messages)
             return
         }
         if path.equals("/v1/models") {
@@ -51,6 +70,8 @@ public enum RequestRoute: Sendable, Equatable {
         switch self {
         case .keyed(let api): api.rawValue
         case .models: "models"
+        case .countTokens: "messages"
+        case .storedResponse: "responses"
         case .forward: "other"
         case .methodNotAllowed, .health, .notFound: "local"
         }
@@ -74,6 +95,8 @@ extension RequestAPI {
         case 20 where path.equals("/v1/chat/completions"): self = .chat
         case 15 where path.equals("/v1/completions"): self = .completions
         case 9 where path.equals("/generate"): self = .generate
+        case 13 where path.equals("/v1/responses"): self = .responses
+        case 12 where path.equals("/v1/messages"): self = .messages
         default: return nil
         }
     }

@@ -92,6 +92,17 @@ public struct FleetRouter: Sendable {
         return .placed(self.commit(keys, decision, replica, missTokens: decision.missTokens, fleet: fleet, now: now))
     }
 
+    /// Places a request that costs its replica next to nothing (Anthropic `count_tokens`, which
+    /// only renders and counts): where the placement would send it, committing no load, no
+    /// prefix and no rate, and never queued.
+    public mutating func placeUncounted(_ keys: Result<RequestKeys, KeyError>, header: (String) -> String? = { _ in nil }, now: Double) -> Admission {
+        if self.health.ejectionEnded(now: now) { self.expireEjections(now: now) }
+        let fleet = self.fleet
+        let decision = self.router.decide(keys, header: header, fleet: fleet, now: now)
+        guard let replica = decision.replica else { return .unplaced(decision) }
+        return .placed(Placement(decision: decision, replica: replica, ticket: .uncounted(replicaID: fleet.ids[replica], now: now), fleet: fleet))
+    }
+
     /// `admit` for a request already in queue form (the simulator).
     public mutating func admit(_ request: QueuedRequest, now: Double) -> Admission {
         self.admit(request.keys, header: request.header, now: now) { request }
@@ -213,12 +224,16 @@ public struct FleetRouter: Sendable {
             break
         }
         guard let next, self.retries.withdraw() else { return nil }
+        guard previous.ticket.counted else {
+            return Placement(decision: previous.decision, replica: next, ticket: .uncounted(replicaID: fleet.ids[next], now: now), fleet: fleet)
+        }
         let ticket = self.router.commit(keys, decision: previous.decision, replica: next, missTokens: nil, fleet: fleet, now: now, countRate: false)
         return Placement(decision: previous.decision, replica: next, ticket: ticket, fleet: fleet)
     }
 
     /// The same attempt once more (a stale pooled connection): new load accounting, same replica.
     public mutating func again(_ placement: Placement, keys: RequestKeys?, now: Double) -> Placement {
+        guard placement.ticket.counted else { return placement }
         let ticket = self.router.commit(
             keys, decision: placement.decision, replica: placement.replica, missTokens: placement.ticket.pendingTokens, fleet: placement.fleet,
             now: now, countRate: false)

@@ -61,6 +61,8 @@ public final class FleetSnapshot: Sendable {
     let everyone: Pool
     /// The id to give the next new name.
     public let nextID: Int
+    /// Fleet index by the tag stored-response ids carry (`StoredResponseID`).
+    let byResponseTag: [Substring: Int]
 
     /// A set of replicas and the ring over its routable members.
     public final class Pool: Sendable {
@@ -107,6 +109,9 @@ public final class FleetSnapshot: Sendable {
         }
         self.ids = ids
         self.nextID = nextID
+        var tags: [Substring: Int] = [:]
+        for (i, e) in endpoints.enumerated() { tags[Substring(e.responseTag)] = i }
+        self.byResponseTag = tags
         self.nameSeeds = replicas.map { XXH3.hash($0.name) }
 
         func pool(_ members: [Int]) -> Pool {
@@ -150,6 +155,17 @@ public final class FleetSnapshot: Sendable {
         case anyModel
         /// Nobody lists it and no replica serves any model: every replica (the replica will answer 404).
         case nobodyLists
+    }
+
+    /// The fleet index of the replica that holds the stored response `id` (nil: an id the
+    /// router did not make, or made for a replica no longer in the fleet).
+    public func replica(holdingResponse id: some StringProtocol) -> Int? {
+        StoredResponseID.tag(of: id).flatMap { self.byResponseTag[$0] }
+    }
+
+    /// Whether `id` is one of the router's stored-response ids.
+    public static func isRouterResponseID(_ id: some StringProtocol) -> Bool {
+        StoredResponseID.tag(of: id) != nil
     }
 
     /// Fleet index of a replica by name.
