@@ -158,8 +158,9 @@ public struct ServiceModel: Sendable {
 
     /// What is known of replica `id`, as placement uses it: a replica not learned yet is taken to
     /// be as fast as the others have proved (the seeds only while none has: a seed far off would
-    /// make a new replica look too slow to ever be tried, or so fast that it draws everything),
-    /// and a speed within `speedTolerance` of the mean is the mean.
+    /// make a new replica look too slow to ever be tried, or so fast that it draws everything), one
+    /// with fewer than `warmupSamples` answers at least that fast, and a speed within
+    /// `speedTolerance` of the mean is the mean.
     @inline(__always)
     public func estimate(replicaID id: Int) -> ServiceEstimate {
         let prefill = self.meanPrefillTokensPerSecond
@@ -171,8 +172,16 @@ public struct ServiceModel: Sendable {
             seed.decodeSecondsPerToken = decode
             return seed
         }
-        if e.prefillSamples == 0 || abs(e.prefillTokensPerSecond / prefill - 1) < tolerance { e.prefillTokensPerSecond = prefill }
-        if e.decodeSamples == 0 || abs(e.decodeSecondsPerToken / decode - 1) < tolerance { e.decodeSecondsPerToken = decode }
+        // Until a replica has shown a few answers it is taken at its best: at least as fast as the
+        // fleet (a bad start, such as a first request behind a cold engine, would otherwise keep
+        // it from the traffic that corrects it).
+        let warm = Self.warmupSamples
+        if e.prefillSamples < warm || abs(e.prefillTokensPerSecond / prefill - 1) < tolerance {
+            e.prefillTokensPerSecond = max(prefill, e.prefillSamples < warm ? e.prefillTokensPerSecond : prefill)
+        }
+        if e.decodeSamples < warm || abs(e.decodeSecondsPerToken / decode - 1) < tolerance {
+            e.decodeSecondsPerToken = min(decode, e.decodeSamples < warm ? e.decodeSecondsPerToken : decode)
+        }
         return e
     }
 
@@ -214,11 +223,20 @@ public struct ServiceModel: Sendable {
         }
     }
 
-    /// Moves `value` toward `sample` in log space, by at most the clipped step. The first
-    /// observations weigh more (a running mean: 1/(n+1)) until the weight comes down to the
-    /// learning rate, so a seed far off is left within a few requests.
+    /// Observations of a replica before its estimate is a clipped, decayed average: until then it
+    /// is the geometric mean of what it showed (the seed, possibly far off, has no say at all).
+    static let warmupSamples = 5
+
+    /// Moves `value` toward `sample` in log space. The first `warmupSamples` observations make the
+    /// geometric mean of the samples, whatever the seed (a seed 60x off, an H100's figure for a
+    /// CPU replica, is left at the first answer); later ones move it by at most the clipped step,
+    /// at a weight of 1/(n+1) until that comes down to the learning rate.
     static func step(_ value: Double, toward sample: Double, samples: Int, _ s: ServiceModelSettings) -> Double {
         guard sample > 0, sample.isFinite else { return value }
+        if samples == 0 { return sample }
+        if samples < Self.warmupSamples {
+            return Double.exp((Double(samples) * Double.log(value) + Double.log(sample)) / Double(samples + 1))
+        }
         let bound = Double.log(max(1.000001, s.maxStep))
         let delta = min(bound, max(-bound, Double.log(sample / value)))
         let weight = max(s.learningRate, 1 / Double(samples + 1))

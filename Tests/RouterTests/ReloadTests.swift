@@ -76,7 +76,7 @@ struct ReloadTests {
                         current.withLockedValue { $0 = (-1, Set(names)) }
                         router.state.apply(config)
                         current.withLockedValue { $0 = (round + 1, Set(config.replicas.map(\.name))) }
-                        try await Task.sleep(for: .milliseconds(60))
+                        try await Task.sleep(for: .milliseconds(100))
                     }
                     stop.withLockedValue { $0 = true }
                     return ([], [])
@@ -92,7 +92,7 @@ struct ReloadTests {
             #expect(outcome.statuses.count > 50)
             #expect(outcome.statuses.allSatisfy { $0 == 200 }, "\(outcome.statuses.filter { $0 != 200 })")
             let checked = outcome.routed.filter { $0.allowed != nil }
-            #expect(checked.count > 20)
+            #expect(checked.count >= 12, "too few requests routed within one membership to check")
             let strays = checked.filter { !$0.allowed!.contains($0.replica) }
             #expect(strays.isEmpty, "routed to a replica out of the fleet: \(strays.map(\.replica))")
             // Requests went to the two replicas that come and go, too (the check means something).

@@ -41,6 +41,25 @@ import Testing
         #expect(model.estimate(replicaID: 9).prefillTokensPerSecond == mean)
     }
 
+    @Test func aSeedFarOffIsLeftAtTheFirstAnswers() {
+        // An H100's seed for CPU replicas doing 250 and 100 tokens/s: a handful of requests each
+        // gives each its own speed, in the right order (with the clipped average alone, the one
+        // that served more would have moved further from the seed and looked faster).
+        var model = ServiceModel(settings: ServiceModelSettings(prefillTokensPerSecond: 16000, decodeSecondsPerToken: 0.02))
+        model.observe(replicaID: 1, Self.observation(work: 2500, seconds: 10.02))
+        #expect(abs(model.learned(replicaID: 1)!.prefillTokensPerSecond / 250 - 1) < 0.01)
+        for _ in 0..<20 { model.observe(replicaID: 1, Self.observation(work: 2500, seconds: 10.02)) }
+        for _ in 0..<3 { model.observe(replicaID: 2, Self.observation(work: 2500, seconds: 25.02)) }
+        #expect(abs(model.learned(replicaID: 2)!.prefillTokensPerSecond / 100 - 1) < 0.02)
+        // Three answers are not enough to be judged slower than the fleet (a bad start is
+        // common: a cold engine); placement still sees it at the fleet's speed.
+        #expect(model.estimate(replicaID: 2).prefillTokensPerSecond == model.meanPrefillTokensPerSecond)
+        for _ in 0..<2 { model.observe(replicaID: 2, Self.observation(work: 2500, seconds: 25.02)) }
+        let fast = model.estimate(replicaID: 1).prefillTokensPerSecond
+        let slow = model.estimate(replicaID: 2).prefillTokensPerSecond
+        #expect(abs(fast / 250 - 1) < 0.02 && abs(slow / 100 - 1) < 0.02, "\(fast) \(slow)")
+    }
+
     @Test func oneOutlierMovesTheEstimateByABoundedStep() {
         var model = ServiceModel(settings: ServiceModelSettings(prefillTokensPerSecond: 10000))
         for _ in 0..<100 { model.observe(replicaID: 1, Self.observation(work: 10000, seconds: 1.02)) }
