@@ -32,6 +32,13 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "HeadFuzz",
+            dependencies: [
+                .product(name: "HTTPTransport", package: root),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
             name: "NIORelay",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),

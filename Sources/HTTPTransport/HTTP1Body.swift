@@ -1,7 +1,9 @@
 import NIOCore
 
 /// Reads the chunked transfer coding (RFC 9112 section 7.1), handing out each chunk's data as
-/// slices of the input (no copy). Extensions and trailers are read and dropped.
+/// slices of the input (no copy). Extensions and trailers are read and dropped; trailer lines are
+/// held to the rules of head fields (a token name, a colon, no obsolete folding, no control
+/// characters in the value), so that a body's end is read the same way by every strict parser.
 public struct ChunkedDecoder: Sendable {
     enum State: Sendable {
         case size
@@ -10,7 +12,10 @@ public struct ChunkedDecoder: Sendable {
         case data(Int)
         case dataCR
         case dataLF
-        case trailer(lineStart: Bool)
+        /// At the start of a trailer line (or the empty line that ends the body).
+        case trailerStart
+        case trailerName
+        case trailerValue
         case trailerLF
         case finalLF
         case done
@@ -62,7 +67,7 @@ public struct ChunkedDecoder: Sendable {
             case .sizeLF:
                 guard byte == 0x0A else { throw HTTP1ParseError(400, "malformed chunk size line") }
                 if self.size == 0 {
-                    self.state = .trailer(lineStart: true)
+                    self.state = .trailerStart
                 } else {
                     self.state = .data(self.size)
                     self.lineBytes = 0
@@ -75,17 +80,33 @@ public struct ChunkedDecoder: Sendable {
             case .dataLF:
                 guard byte == 0x0A else { throw HTTP1ParseError(400, "chunk data longer than its size") }
                 self.state = .size
-            case .trailer(let lineStart):
+            case .trailerStart:
                 if byte == 0x0D {
-                    self.state = lineStart ? .finalLF : .trailerLF
+                    self.state = .finalLF
+                } else if byte == 0x20 || byte == 0x09 {
+                    throw HTTP1ParseError(400, "obsolete line folding is not accepted")
+                } else if HTTP1HeadParser.isTokenByte(byte) {
+                    self.state = .trailerName
+                } else {
+                    throw HTTP1ParseError(400, "malformed chunk trailer")
+                }
+            case .trailerName:
+                if byte == UInt8(ascii: ":") {
+                    self.state = .trailerValue
+                } else if !HTTP1HeadParser.isTokenByte(byte) {
+                    throw HTTP1ParseError(400, byte == 0x0D || byte == 0x0A ? "trailer line without a colon" : "invalid character in a trailer name")
+                }
+            case .trailerValue:
+                if byte == 0x0D {
+                    self.state = .trailerLF
                 } else if byte == 0x0A {
                     throw HTTP1ParseError(400, "bare LF in chunk trailer")
-                } else {
-                    self.state = .trailer(lineStart: false)
+                } else if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+                    throw HTTP1ParseError(400, "invalid character in a trailer value")
                 }
             case .trailerLF:
                 guard byte == 0x0A else { throw HTTP1ParseError(400, "malformed chunk trailer") }
-                self.state = .trailer(lineStart: true)
+                self.state = .trailerStart
             case .finalLF:
                 guard byte == 0x0A else { throw HTTP1ParseError(400, "malformed end of chunked body") }
                 self.state = .done
