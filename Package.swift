@@ -20,6 +20,7 @@ let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let atomics: Target.Dependency = .product(name: "Atomics", package: "swift-atomics")
 let nioConcurrency: Target.Dependency = .product(name: "NIOConcurrencyHelpers", package: "swift-nio")
+let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
 
 let package = Package(
     name: "cacheroute",
@@ -40,6 +41,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-numerics.git", from: "1.1.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // MARK: - Pure layers (no I/O, no clock, no Foundation)
@@ -81,11 +83,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // API keys (SHA-256 digests, constant-time) and per-tenant limits: pure, no I/O.
+        .target(name: "Access", swiftSettings: swiftSettings),
+
         // MARK: - Network layers
         .target(name: "PrometheusText", swiftSettings: swiftSettings),
         .target(
             name: "HTTPTransport",
-            dependencies: [nioCore, nioPosix, nioHTTP1, logging, nioConcurrency],
+            dependencies: ["Access", nioCore, nioPosix, nioHTTP1, logging, nioConcurrency, nioSSL],
             swiftSettings: hotPathSettings
         ),
         .target(
@@ -101,14 +106,14 @@ let package = Package(
         // The shared state: the shell (lock, clock, listeners) around the core's FleetRouter.
         .target(
             name: "FleetState",
-            dependencies: ["RoutingCore", "RouterConfig", "XXHash", nioCore, logging, atomics, nioConcurrency],
+            dependencies: ["RoutingCore", "RouterConfig", "HTTPTransport", "Access", "XXHash", nioCore, nioHTTP1, logging, atomics, nioConcurrency],
             swiftSettings: hotPathSettings
         ),
         // The data plane: client connections, the exchange shell, upstream transport and pools.
         .target(
             name: "DataPlane",
             dependencies: [
-                "FleetState", "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", "XXHash", nioCore, nioPosix, nioHTTP1, logging,
+                "FleetState", "RoutingCore", "RouterConfig", "HTTPTransport", "Access", "FastJSON", "XXHash", nioCore, nioPosix, nioHTTP1, logging,
                 lifecycle, nioConcurrency, .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: hotPathSettings
@@ -137,14 +142,14 @@ let package = Package(
         // The admin listener.
         .target(
             name: "Admin",
-            dependencies: ["FleetState", "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", nioCore, nioPosix, nioHTTP1, logging, lifecycle],
+            dependencies: ["FleetState", "Access", "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", nioCore, nioPosix, nioHTTP1, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // Everything `serve` runs, assembled: tests and the demo start the same.
         .target(
             name: "CacheRouteRuntime",
             dependencies: [
-                "FleetState", "DataPlane", "ReplicaProbes", "Discovery", "Telemetry", "Admin", "RouterConfig", "RoutingCore", nioCore, nioPosix,
+                "Access", "HTTPTransport", "FleetState", "DataPlane", "ReplicaProbes", "Discovery", "Telemetry", "Admin", "RouterConfig", "RoutingCore", nioCore, nioPosix,
                 logging, lifecycle, .product(name: "UnixSignals", package: "swift-service-lifecycle"), nioConcurrency,
             ],
             swiftSettings: swiftSettings
@@ -159,13 +164,13 @@ let package = Package(
         // MARK: - Configuration and the command line
         .target(
             name: "RouterConfig",
-            dependencies: ["RoutingCore", "FastJSON", .product(name: "Yams", package: "Yams")],
+            dependencies: ["RoutingCore", "FastJSON", "Access", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "cacheroute",
             dependencies: [
-                "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay", "ReplicaEmulator", "CacheRouteRuntime", "DataPlane", "Admin",
+                "Access", "FleetState", "RoutingCore", "RouterConfig", "FastJSON", "ReplicaModel", "TraceReplay", "ReplicaEmulator", "CacheRouteRuntime", "DataPlane", "Admin",
                 "ReplicaProbes", "LiveLoad",
                 "HTTPTransport", nioCore, nioPosix, .product(name: "ArgumentParser", package: "swift-argument-parser"), logging, lifecycle,
                 nioConcurrency, .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -203,14 +208,15 @@ let package = Package(
             dependencies: [
                 "CacheRouteTestSupport", "CacheRouteRuntime", "FleetState", "DataPlane", "ReplicaProbes", "Discovery", "Telemetry", "Admin",
                 "RouterConfig", "RoutingCore", "ReplicaEmulator", "ReplicaModel", "HTTPTransport", "FastJSON", "PrometheusText", "LiveLoad",
-                "TraceReplay", nioCore, nioPosix, nioHTTP1, logging, .product(name: "NIOEmbedded", package: "swift-nio"),
+                "TraceReplay", "Access", nioCore, nioPosix, nioHTTP1, logging, .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "AccessTests", dependencies: ["Access"], swiftSettings: swiftSettings),
         .testTarget(
             name: "RouterConfigTests",
-            dependencies: ["RouterConfig", "RoutingCore"],
+            dependencies: ["RouterConfig", "RoutingCore", "Access"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -12,11 +12,12 @@ install_missing() {
   fi
 }
 
-# Waits until a chat completion sent to PORT succeeds (20 s at most; fails after that).
+# Waits until a chat completion sent to PORT (SCHEME http or https, any certificate) succeeds
+# (20 s at most; fails after that).
 wait_port() {
   for _ in $(seq 1 100); do
-    if curl -s -o /dev/null -m 1 -X POST -H 'content-type: application/json' \
-      -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' "http://127.0.0.1:$1/v1/chat/completions"; then
+    if curl -sk -o /dev/null -m 1 -X POST -H 'content-type: application/json' \
+      -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' "${2:-http}://127.0.0.1:$1/v1/chat/completions"; then
       return 0
     fi
     sleep 0.2

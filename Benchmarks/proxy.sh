@@ -16,7 +16,12 @@
 # client connection with one backend connection and copies bytes, with no HTTP parsing, keys or
 # routing; what cacheroute costs above it is cacheroute's own work.
 #
-# usage: Benchmarks/proxy.sh [--rounds N] [--seconds S] [--rate R] [--peers "haproxy nginx sglang emulator nio-relay"]
+# --tls: the TLS variant. cacheroute and HAProxy terminate TLS (TLS 1.2+, the same certificate and
+# key, made here with openssl; ECDHE and AEAD ciphers; ALPN http/1.1) and wrk speaks HTTPS to them
+# over keep-alive connections; the backends stay plain HTTP. The two proxies run pinned to core 1
+# with one thread each, wrk and the backends on core 0, so each proxy's cost is read on its own core.
+#
+# usage: Benchmarks/proxy.sh [--rounds N] [--seconds S] [--rate R] [--peers "haproxy nginx sglang emulator nio-relay"] [--tls]
 # Installs wrk, nginx, haproxy (Debian) and sglang-router==0.3.2 (PyPI) when missing.
 set -euo pipefail
 
@@ -24,8 +29,10 @@ ROUNDS=3
 SECONDS_PER_RUN=8
 RATE=1000
 PEERS="haproxy nginx sglang emulator nio-relay"
+TLS=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --tls) TLS=1; shift ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
@@ -49,6 +56,20 @@ cleanup() {
 trap cleanup EXIT
 
 install_missing wrk nginx haproxy
+SCHEME=http
+PROXY_PIN=()
+LOAD_PIN=()
+THREADS=2
+if [ "$TLS" = 1 ]; then
+  install_missing openssl
+  PEERS=haproxy
+  SCHEME=https
+  THREADS=1
+  if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PROXY_PIN=(taskset -c 1); LOAD_PIN=(taskset -c 0); fi
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/tls.key" -out "$WORK/tls.crt" -days 1 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+  cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/haproxy.pem"
+fi
 if [[ " $PEERS " == *" sglang "* ]] && ! python3 -c 'import sglang_router' 2>/dev/null; then
   echo "installing sglang-router==0.3.2" >&2
   pip install -q sglang-router==0.3.2 || { echo "sglang-router not installable: skipping it" >&2; PEERS=${PEERS/sglang/}; }
@@ -64,10 +85,12 @@ fi
 
 write_backends_conf "$WORK"
 
+HAPROXY_BIND="bind 127.0.0.1:19100"
+[ "$TLS" = 1 ] && HAPROXY_BIND="bind 127.0.0.1:19100 ssl crt $WORK/haproxy.pem alpn http/1.1 ssl-min-ver TLSv1.2"
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   maxconn 4000
-  nbthread 2
+  nbthread $THREADS
   pidfile $WORK/haproxy.pid
 defaults
   mode http
@@ -76,7 +99,7 @@ defaults
   timeout server 60s
   option http-keep-alive
 frontend fe
-  bind 127.0.0.1:19100
+  $HAPROXY_BIND
   default_backend be
 backend be
   balance hdr(X-Session-ID)
@@ -107,15 +130,18 @@ http {
 EOF
 
 write_cacheroute_yaml "$WORK/cacheroute.yaml" 19400
+if [ "$TLS" = 1 ]; then
+  printf "threads: 1\ntls: {cert_file: %s, key_file: %s}\n" "$WORK/tls.crt" "$WORK/tls.key" >> "$WORK/cacheroute.yaml"
+fi
 
-nginx -c "$WORK/backends.conf"
+"${LOAD_PIN[@]}" nginx -c "$WORK/backends.conf"
 declare -A PORT=([direct]=19001 [cacheroute]=19400)
 TARGETS=(direct cacheroute)
-"$CACHEROUTE" serve --config "$WORK/cacheroute.yaml" > "$WORK/cacheroute.log" 2>&1 &
+"${PROXY_PIN[@]}" "$CACHEROUTE" serve --config "$WORK/cacheroute.yaml" > "$WORK/cacheroute.log" 2>&1 &
 PIDS+=($!)
 for peer in $PEERS; do
   case "$peer" in
-    haproxy) haproxy -D -f "$WORK/haproxy.cfg"; PORT[haproxy]=19100 ;;
+    haproxy) "${PROXY_PIN[@]}" haproxy -D -f "$WORK/haproxy.cfg"; PORT[haproxy]=19100 ;;
     nginx) nginx -c "$WORK/nginx-proxy.conf"; PORT[nginx]=19200 ;;
     sglang)
       python3 -m sglang_router.launch_router --host 127.0.0.1 --port 19300 --policy cache_aware \
@@ -134,7 +160,10 @@ for peer in $PEERS; do
   esac
   TARGETS+=("$peer")
 done
-for t in "${TARGETS[@]}"; do wait_port "${PORT[$t]}"; done
+for t in "${TARGETS[@]}"; do
+  if [ "$t" = direct ]; then wait_port "${PORT[$t]}"; else wait_port "${PORT[$t]}" "$SCHEME"; fi
+done
+url_of() { if [ "$1" = direct ]; then echo "http://127.0.0.1:${PORT[$1]}"; else echo "$SCHEME://127.0.0.1:${PORT[$1]}"; fi; }
 
 # wrk's latency lines print units (us, ms, s); convert to microseconds.
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v ~ /[0-9]s$/) n *= 1e6; printf "%.0f", n }'; }
@@ -142,9 +171,9 @@ to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v
 declare -A RPS P50 P99
 for round in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
-    url="http://127.0.0.1:${PORT[$t]}"
-    wrk -t2 -c32 -d1s -s "$HERE/wrk/chat.lua" "$url" >/dev/null 2>&1 || true
-    out=$(wrk -t2 -c32 -d"${SECONDS_PER_RUN}s" --latency -s "$HERE/wrk/chat.lua" "$url")
+    url=$(url_of "$t")
+    "${LOAD_PIN[@]}" wrk -t2 -c32 -d1s -s "$HERE/wrk/chat.lua" "$url" >/dev/null 2>&1 || true
+    out=$("${LOAD_PIN[@]}" wrk -t2 -c32 -d"${SECONDS_PER_RUN}s" --latency -s "$HERE/wrk/chat.lua" "$url")
     RPS[$t]+="$(echo "$out" | awk '/Requests\/sec/ {print $2}') "
     P50[$t]+="$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')") "
     P99[$t]+="$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')") "
@@ -154,7 +183,11 @@ done
 
 declare -A MRPS
 echo
-echo "Throughput: wrk -t2 -c32, ${SECONDS_PER_RUN}s x $ROUNDS rounds, medians (2 cores shared by wrk, proxy and backends)"
+if [ "$TLS" = 1 ]; then
+  echo "Throughput over TLS: wrk -t2 -c32 (HTTPS, keep-alive), ${SECONDS_PER_RUN}s x $ROUNDS rounds, medians; each proxy pinned to core 1 with one thread, wrk and backends on core 0"
+else
+  echo "Throughput: wrk -t2 -c32, ${SECONDS_PER_RUN}s x $ROUNDS rounds, medians (2 cores shared by wrk, proxy and backends)"
+fi
 printf "%-12s %12s %12s %12s %14s\n" target "req/s" "p50 (us)" "p99 (us)" "vs haproxy"
 for t in "${TARGETS[@]}"; do
   MRPS[$t]=$(echo "${RPS[$t]}" | median)
@@ -175,11 +208,12 @@ latency_table() { # mode title; fills L50 (spread) or B50 (bursts)
   echo "$2"
   printf "%-12s %10s %12s %12s %16s\n" target "req/s" "p50 (us)" "p99 (us)" "p50 added (us)"
   for t in "${TARGETS[@]}"; do
-    local url="http://127.0.0.1:${PORT[$t]}" out
+    local url out
+    url=$(url_of "$t")
     if [ "$mode" = spread ]; then
-      out=$(WRK_RATE=$RATE WRK_CONNECTIONS=$SPREAD_CONNS wrk -t$SPREAD_CONNS -c$SPREAD_CONNS -d10s --latency -s "$HERE/wrk/chat.lua" "$url" 2>/dev/null)
+      out=$(WRK_RATE=$RATE WRK_CONNECTIONS=$SPREAD_CONNS "${LOAD_PIN[@]}" wrk -t$SPREAD_CONNS -c$SPREAD_CONNS -d10s --latency -s "$HERE/wrk/chat.lua" "$url" 2>/dev/null)
     else
-      out=$(WRK_DELAY_MS=4 wrk -t1 -c8 -d10s --latency -s "$HERE/wrk/chat.lua" "$url" 2>/dev/null)
+      out=$(WRK_DELAY_MS=4 "${LOAD_PIN[@]}" wrk -t1 -c8 -d10s --latency -s "$HERE/wrk/chat.lua" "$url" 2>/dev/null)
     fi
     local p50 l99 rps
     p50=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
@@ -197,8 +231,10 @@ latency_table bursts "Added latency in bursts (wrk -t1 -c8, each connection pace
 
 echo
 if [ -n "${MRPS[haproxy]:-}" ]; then
-  awk -v c="${MRPS[cacheroute]}" -v h="${MRPS[haproxy]}" \
-    'BEGIN {printf "goal: cacheroute throughput >= 0.7x HAProxy (aim 1.0x): %.2fx %s\n", c / h, (c / h >= 0.7 ? "met" : "NOT met")}'
+  what="cacheroute throughput"
+  [ "$TLS" = 1 ] && what="cacheroute over TLS throughput"
+  awk -v c="${MRPS[cacheroute]}" -v h="${MRPS[haproxy]}" -v w="$what" -v t="$TLS" \
+    'BEGIN {printf "goal: %s >= 0.7x HAProxy%s (aim 1.0x): %.2fx %s\n", w, (t == 1 ? " over TLS" : ""), c / h, (c / h >= 0.7 ? "met" : "NOT met")}'
 fi
 if [ -n "${MRPS[sglang]:-}" ]; then
   awk -v c="${MRPS[cacheroute]}" -v s="${MRPS[sglang]}" \

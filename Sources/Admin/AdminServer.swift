@@ -30,13 +30,16 @@ public final class AdminServer: Service, Sendable {
         metrics: @escaping @Sendable () -> [UInt8],
         isReady: @escaping @Sendable () -> Bool,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        tls: ServerTLS? = nil,
         logger: Logger
     ) async throws -> AdminServer {
         let address = state.config.adminListen
-        let server = try await HTTPServer.bind(group: group, host: address.host, port: address.port, limits: HTTPServerLimits(maxConnections: 256), logger: logger) { _ in
+        let server = try await HTTPServer.bind(
+            group: group, host: address.host, port: address.port, limits: HTTPServerLimits(maxConnections: 256), tls: tls, logger: logger
+        ) { _ in
             [AdminHandler(state: state, metrics: metrics, isReady: isReady)]
         }
-        logger.info("admin listening", metadata: ["listen": "\(address.host):\(server.port)"])
+        logger.info("admin listening", metadata: ["listen": "\(address.host):\(server.port)", "tls": "\(tls == nil ? "off" : "on")"])
         return AdminServer(server: server, logger: logger)
     }
 
@@ -86,6 +89,19 @@ final class AdminHandler: ChannelInboundHandler {
     func route(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
         var path = Substring(head.uri)
         if let q = path.firstIndex(of: "?") { path = path[..<q] }
+        // The admin token (`auth.admin_token_file`) guards /admin/* (and /metrics if configured);
+        // health checks stay open for orchestrators.
+        let access = self.state.access
+        let guarded = path.hasPrefix("/admin/") || (path == "/metrics" && access.protectMetrics)
+        if guarded, !access.adminAllowed(authorization: head.headers.first(name: "authorization")) {
+            var headers = HTTPHeaders()
+            headers.add(name: "www-authenticate", value: "Bearer realm=\"cacheroute-admin\"")
+            self.json(
+                context, head, .unauthorized,
+                .object(["error": .string("this endpoint needs the admin token: send 'Authorization: Bearer <token>' (auth.admin_token_file)")]),
+                headers: headers)
+            return
+        }
         switch (head.method, path) {
         case (.GET, "/metrics"):
             self.respond(context, head, .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: self.metrics())
@@ -165,15 +181,18 @@ final class AdminHandler: ChannelInboundHandler {
         self.respond(context, head, .ok, contentType: "application/json", body: Array(decision.report(keys: keys, fleet: fleet, settings: routing).pretty.utf8))
     }
 
-    func json(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ value: JSONValue) {
+    func json(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ value: JSONValue, headers: HTTPHeaders = [:]) {
         var out: [UInt8] = []
         value.write(to: &out)
         out.append(0x0A)
-        self.respond(context, head, status, contentType: "application/json", body: out)
+        self.respond(context, head, status, contentType: "application/json", body: out, headers: headers)
     }
 
-    func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, contentType: String, body: [UInt8]) {
-        var headers = HTTPHeaders()
+    func respond(
+        _ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, contentType: String, body: [UInt8],
+        headers extra: HTTPHeaders = [:]
+    ) {
+        var headers = extra
         headers.add(name: "content-type", value: contentType)
         headers.add(name: "content-length", value: String(body.count))
         if !head.isKeepAlive { headers.add(name: "connection", value: "close") }

@@ -1,4 +1,5 @@
 import FleetState
+import HTTPTransport
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -12,12 +13,19 @@ import UnixSignals
 public final class ConfigReloadService: Service, Sendable {
     let path: String
     let state: RouterState
+    let listenerTLS: ListenerTLS
     let logger: Logger
     let onResult: @Sendable (_ success: Bool) -> Void
+    /// One reload at a time (SIGHUP and the file watcher may fire together).
+    let reloading = NIOLock()
 
-    public init(path: String, state: RouterState, logger: Logger, onResult: @escaping @Sendable (Bool) -> Void = { _ in }) {
+    public init(
+        path: String, state: RouterState, listenerTLS: ListenerTLS = try! ListenerTLS(RouterConfiguration()), logger: Logger,
+        onResult: @escaping @Sendable (Bool) -> Void = { _ in }
+    ) {
         self.path = path
         self.state = state
+        self.listenerTLS = listenerTLS
         self.logger = logger
         self.onResult = onResult
     }
@@ -49,34 +57,44 @@ public final class ConfigReloadService: Service, Sendable {
         }
     }
 
-    /// The file's contents, to notice a change however it was made (editor, rename, ConfigMap symlink swap).
-    func fingerprint() -> Data? {
-        FileManager.default.contents(atPath: self.path)
+    /// The file's contents and those of the files it names (certificates, keys, tokens), to
+    /// notice a change however it was made (editor, rename, ConfigMap or cert-manager symlink swap).
+    func fingerprint() -> [Data?] {
+        [FileManager.default.contents(atPath: self.path)] + self.state.config.referencedFiles.map { FileManager.default.contents(atPath: $0) }
     }
 
     /// Reads, validates and applies the file; returns whether it was applied.
     @discardableResult
     public func reload(reason: String) -> Bool {
+        self.reloading.withLock { self.reloadLocked(reason: reason) }
+    }
+
+    private func reloadLocked(reason: String) -> Bool {
         do {
             let config = try RouterConfiguration.load(path: self.path)
             let old = self.state.config
+            // Every file it names must be usable before anything swaps: all or nothing.
+            let access = try AccessPolicy.load(config, previous: self.state.access)
+            try self.listenerTLS.reload(config)
+            if (config.tls == nil) != (old.tls == nil) || (config.adminTLS == nil) != (old.adminTLS == nil) {
+                self.logger.warning("TLS turns on or off only on restart; certificates of listeners with TLS were reloaded", metadata: ["reason": "\(reason)"])
+            }
             if config.listen != old.listen || config.adminListen != old.adminListen {
                 self.logger.warning("listener addresses change only on restart; keeping the current ones", metadata: ["reason": "\(reason)"])
             }
             if config.threads != old.threads {
                 self.logger.warning("'threads' changes only on restart; keeping the current event loops", metadata: ["reason": "\(reason)"])
             }
-            self.state.apply(config)
+            self.state.apply(config, access: access)
             self.state.countReload(success: true)
-            self.logger.notice(
-                "configuration reloaded",
-                metadata: ["reason": "\(reason)", "replicas": "\(config.replicas.count)", "version": "\(self.state.version)"]
-            )
+            var metadata: Logger.Metadata = ["reason": "\(reason)", "replicas": "\(config.replicas.count)", "version": "\(self.state.version)"]
+            if let data = self.listenerTLS.data { metadata["certificate_serial"] = "\(data.serial)" }
+            self.logger.notice("configuration reloaded", metadata: metadata)
             self.onResult(true)
             return true
         } catch {
             self.state.countReload(success: false)
-            self.logger.error("configuration rejected; the running one stays", metadata: ["reason": "\(reason)", "error": "\(error.description)"])
+            self.logger.error("configuration rejected; the running one stays", metadata: ["reason": "\(reason)", "error": "\(error)"])
             self.onResult(false)
             return false
         }

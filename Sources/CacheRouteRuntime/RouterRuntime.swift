@@ -1,7 +1,9 @@
+import Access
 import Admin
 import DataPlane
 import Discovery
 import FleetState
+import HTTPTransport
 import Logging
 import NIOCore
 import NIOPosix
@@ -20,6 +22,8 @@ public struct RouterRuntime: Sendable {
     public let discovery: DiscoveryService
     public let metrics: RouterMetrics
     public let reload: ConfigReloadService?
+    /// The listeners' certificates (reloaded with the configuration).
+    public let listenerTLS: ListenerTLS
     public var services: [any Service]
 
     /// - Parameters:
@@ -34,19 +38,25 @@ public struct RouterRuntime: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> RouterRuntime {
         let loops = group.makeIterator().reduce(0) { n, _ in n + 1 }
-        let state = RouterState(config: config, logger: logger, eventLoops: loops)
+        let access = try AccessPolicy.load(config)
+        let listenerTLS = try ListenerTLS(config)
+        if config.upstream.tls.dangerouslySkipVerification {
+            logger.warning(
+                "upstream.tls.dangerously_skip_verification is on: replica certificates are NOT verified; anyone on the path can read and alter the traffic to https:// replicas")
+        }
+        let state = RouterState(config: config, logger: logger, eventLoops: loops, access: access)
         let metrics = RouterMetrics(state: state)
         var observers: [any ProxyObserver] = [metrics]
         if config.logging.accessLog { observers.append(AccessLog(logger: accessLogger)) }
         let probes = ProbeService(state: state, logger: Logger(label: "cacheroute.probe"))
-        let proxy = try await ProxyServer.start(state: state, group: group, observer: ObserverList(observers), logger: logger)
+        let proxy = try await ProxyServer.start(state: state, group: group, observer: ObserverList(observers), tls: listenerTLS.data, logger: logger)
         let discovery = DiscoveryService(state: state, logger: Logger(label: "cacheroute.discovery"))
         var services: [any Service] = [probes, discovery]
         var adminServer: AdminServer?
         if admin {
             do {
                 adminServer = try await AdminServer.start(
-                    state: state, metrics: { metrics.render() }, isReady: { probes.isReady }, group: group, logger: logger)
+                    state: state, metrics: { metrics.render() }, isReady: { probes.isReady }, group: group, tls: listenerTLS.admin, logger: logger)
             } catch {
                 await proxy.stop(drain: 0)
                 throw error
@@ -55,13 +65,13 @@ public struct RouterRuntime: Sendable {
         }
         var reload: ConfigReloadService?
         if let configPath {
-            let service = ConfigReloadService(path: configPath, state: state, logger: logger) { metrics.reloaded(success: $0) }
+            let service = ConfigReloadService(path: configPath, state: state, listenerTLS: listenerTLS, logger: logger) { metrics.reloaded(success: $0) }
             services.append(service)
             reload = service
         }
         services.append(proxy)
         return RouterRuntime(
-            state: state, proxy: proxy, admin: adminServer, probes: probes, discovery: discovery, metrics: metrics, reload: reload, services: services
+            state: state, proxy: proxy, admin: adminServer, probes: probes, discovery: discovery, metrics: metrics, reload: reload, listenerTLS: listenerTLS, services: services
         )
     }
 
@@ -69,5 +79,28 @@ public struct RouterRuntime: Sendable {
     public func stop(drain seconds: Double = 0.5) async {
         await self.proxy.stop(drain: seconds)
         await self.admin?.stop()
+    }
+}
+
+/// The certificates the listeners present, made from `tls` and `admin_tls`.
+public struct ListenerTLS: Sendable {
+    public let data: ServerTLS?
+    public let admin: ServerTLS?
+
+    public init(_ config: RouterConfiguration) throws(TLSSetupError) {
+        self.data = try config.tls.map { files throws(TLSSetupError) in try ServerTLS(files) }
+        self.admin = try config.adminTLS.map { files throws(TLSSetupError) in try ServerTLS(files) }
+    }
+
+    /// Checks the files of `config` make contexts, without swapping anything.
+    public static func validate(_ config: RouterConfiguration) throws(TLSSetupError) {
+        _ = try ListenerTLS(config)
+    }
+
+    /// Swaps in the certificates `config` names (all or none); TLS turns on or off only on restart.
+    func reload(_ config: RouterConfiguration) throws(TLSSetupError) {
+        try Self.validate(config)
+        if let data = self.data, let files = config.tls { try data.reload(files) }
+        if let admin = self.admin, let files = config.adminTLS { try admin.reload(files) }
     }
 }

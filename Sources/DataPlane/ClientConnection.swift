@@ -1,3 +1,4 @@
+import Access
 import FastJSON
 import FleetState
 import HTTPTransport
@@ -78,7 +79,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             connectTimeout: u.connectTimeout,
             maxPerLoop: max(1, u.maxConnectionsPerReplica / max(1, self.settings.eventLoops)),
             keepAliveSeconds: u.keepAliveSeconds,
-            maxResponseHeadBytes: u.maxResponseHeadBytes
+            maxResponseHeadBytes: u.maxResponseHeadBytes,
+            tls: self.settings.access.upstreamTLS
         )
     }
 
@@ -284,13 +286,43 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         x.summary.route = route.label
         // A local function, not a closure value: passed as a non-escaping argument it allocates nothing.
         func lookup(_ name: String) -> String? { head.value(named: name) }
+        // Who sends it: an API key's tenant (a missing or wrong key ends here), else the header's.
+        let access = self.settings.access
+        let queue = self.settings.queue
+        var authenticated: String?
+        if access.apiKeys != nil, route != .health {
+            switch access.authenticate(authorization: lookup("authorization"), apiKey: lookup("x-api-key")) {
+            case .tenant(let name):
+                authenticated = name
+            case .open:
+                break
+            case .missing, .invalid:
+                let missing = lookup("authorization") == nil && lookup("x-api-key") == nil
+                x.summary.path = head.string(path)
+                x.summary.tenant = "unauthenticated"
+                self.answer(x, ProxyError.unauthorized(missing: missing))
+                return
+            }
+        }
+        let tenant = authenticated ?? queue.tenant(keys: nil, header: lookup)
+        x.summary.tenant = access.label(tenant)
         let keys: Result<RequestKeys, KeyError>
         var uncounted = false
         switch route {
         case .keyed(let api):
             x.summary.path = api.path
-            let rules = self.settings.keying
+            var rules = self.settings.keying
+            let isolate = access.tenants.cacheSalt != .off && api != .generate
+            if isolate { rules.salt = Array(AccessPolicy.salt(tenant: tenant).utf8) }
             keys = x.body.withUnsafeReadableBytes { KeyExtractor.extract(api: api, body: $0, header: lookup, rules: rules) }
+            if isolate, case .success(let k) = keys {
+                if k.clientSalt, access.tenants.cacheSalt == .refuse {
+                    self.answer(x, ProxyError.saltRefused())
+                    return
+                }
+                // The replica sees the tenant's salt last: the key that counts in its JSON parser.
+                x.body = Self.withSalt(x.body, rules.salt!, allocator: self.context?.channel.allocator ?? ByteBufferAllocator())
+            }
             if case .success(let k) = keys { x.summary.promptTokensEstimate = k.promptTokens(bytesPerToken: rules.bytesPerToken) }
             if api == .messages { x.usage.anthropic = true }
         case .countTokens:
@@ -326,10 +358,13 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             keys = .failure(KeyError(.invalidField, "\(x.summary.path) is routed without keys"))
         }
         x.keys = keys
-        let queue = self.settings.queue
+        if let (exceeded, wait) = access.admit(tenant: tenant, promptTokens: x.summary.promptTokensEstimate ?? 0, now: self.state.now()) {
+            self.answer(x, ProxyError.rateLimited(tenant: authenticated ?? tenant, exceeded, retryAfter: max(1, Int(wait.rounded(.up)))))
+            return
+        }
         func classify() -> (tenant: String, priority: Int) {
             let k = try? keys.get()
-            let tenant = queue.tenant(keys: k, header: lookup)
+            let tenant = queue.tenant(keys: k, header: lookup, authenticated: authenticated)
             return (tenant, queue.priority(tenant: tenant, model: k?.model, header: lookup))
         }
         let result = uncounted ? self.state.placeUncounted(keys, header: lookup) : self.state.admit(keys, header: lookup, bytes: x.body.readableBytes, classify: classify) {
@@ -358,6 +393,22 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         case .unknownResponse(let id):
             self.answer(x, ProxyError.responseNotFound(id))
         }
+    }
+
+    /// The body with `"cache_salt":"<salt>"` added as its last member (a valid JSON object, as
+    /// keying found it; a repeated key's last value is the one JSON parsers keep).
+    static func withSalt(_ body: ByteBuffer, _ salt: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
+        let view = body.readableBytesView
+        guard let close = view.lastIndex(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }), view[close] == UInt8(ascii: "}") else {
+            return body
+        }
+        let start = view.startIndex
+        var out = allocator.buffer(capacity: body.readableBytes + salt.count + 20)
+        out.writeBytes(view[start..<close])
+        out.writeStaticString(",\"cache_salt\":\"")
+        out.writeBytes(salt)
+        out.writeStaticString("\"}")
+        return out
     }
 
     /// What the router's queue did with this connection's request.
@@ -455,9 +506,11 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         let coalesce = length <= Self.coalesceBytes
         let buffers = self.loop?.buffers
         var requestHead = buffers?.take(capacity: 0, allocator: context.channel.allocator) ?? ByteBuffer()
+        let access = self.settings.access
         ProxyHeads.upstreamRequest(
             head, endpoint: placement.endpoint, client: x.remote, requestID: x.requestID, bodyLength: length,
-            reserve: coalesce ? length : opening.count, into: &requestHead)
+            reserve: coalesce ? length : opening.count, stripCredentials: access.apiKeys != nil && !access.forwardClientKey,
+            authorization: access.upstreamAuthorization, proto: self.settings.tls ? "https" : "http", into: &requestHead)
         if !opening.isEmpty { requestHead.writeBytes(opening) }
         if coalesce {
             requestHead.writeImmutableBuffer(body)

@@ -21,10 +21,11 @@ actor ModelsCache {
         let fleet = state.fleet
         let targets = fleet.replicas.indices.filter { fleet.routable[$0] }.compactMap { fleet.endpoints[$0].url }
         let client = self.client
+        let access = state.access
         let lists = await withTaskGroup(of: [JSONValue].self) { group in
             for url in targets {
                 group.addTask {
-                    let request = HTTPClientRequest(host: url.host, port: url.port, path: url.pathPrefix + "/v1/models")
+                    let request = access.replicaRequest(url, path: "/v1/models")
                     guard let response = try? await client.execute(request, timeout: 2), response.status == .ok,
                         let value = try? JSONValue.parse(response.bodyBytes), let data = value["data"]?.arrayValue
                     else { return [] }

@@ -1,3 +1,4 @@
+import Access
 import FastJSON
 import NIOHTTP1
 import RoutingCore
@@ -30,6 +31,30 @@ public struct ProxyError: Error, Sendable {
         var e = ProxyError(status: .notFound, type: "invalid_request_error", code: "404", message: "Response with id '\(id)' not found.", param: "response_id")
         e.numericCode = true
         return e
+    }
+
+    /// No key, or not one of the router's keys (`auth.api_keys_file`). The key is never echoed.
+    public static func unauthorized(missing: Bool) -> ProxyError {
+        let message = missing
+            ? "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+            : "Incorrect API key provided."
+        return ProxyError(status: .unauthorized, type: "invalid_request_error", code: "invalid_api_key", message: message)
+    }
+
+    /// The tenant is over one of its limits (`tenants.limits`).
+    public static func rateLimited(tenant: String, _ exceeded: LimitExceeded, retryAfter: Int) -> ProxyError {
+        let what = exceeded == .requests ? "requests per second" : "prompt tokens per second"
+        return ProxyError(
+            status: .tooManyRequests, type: exceeded == .requests ? "requests" : "tokens", code: "rate_limit_exceeded",
+            message: "Rate limit reached for \(tenant.isEmpty ? "this client" : "tenant '\(tenant)'") on \(what); retry after \(retryAfter) s.",
+            retryAfter: retryAfter)
+    }
+
+    /// The router sets `cache_salt` for tenant isolation and refuses a client's own (`tenants.cache_salt: refuse`).
+    public static func saltRefused() -> ProxyError {
+        ProxyError(
+            status: .badRequest, type: "invalid_request_error", code: "cache_salt_not_allowed",
+            message: "'cache_salt' is set by the router from your tenant; remove it from the request", param: "cache_salt")
     }
 
     public static func bodyTooLarge(limit: Int) -> ProxyError {

@@ -12,9 +12,12 @@ enum ProxyHeads {
     /// Host set to the replica, `X-Forwarded-For` extended with the client, `X-Forwarded-Proto`
     /// added when absent, `X-Request-Id` set to the request's id, the body length stated.
     ///   - reserve: room for bytes the caller appends (a small body sent in the same write).
+    ///   - stripCredentials: drop the client's `Authorization` and `x-api-key` (the router checked them).
+    ///   - authorization: the replicas' own `authorization` line, which replaces the client's.
     ///   - out: where the head is appended (an empty buffer, usually a recycled one).
     static func upstreamRequest(
         _ head: HTTP1Head, endpoint: ReplicaEndpoint, client: String?, requestID: RequestID, bodyLength: Int, reserve: Int = 0,
+        stripCredentials: Bool = false, authorization: [UInt8]? = nil, proto: StaticString = "http",
         into out: inout ByteBuffer
     ) {
         let prefix = endpoint.url?.pathPrefix ?? ""
@@ -23,7 +26,7 @@ enum ProxyHeads {
         // request id, the client address, and X-Forwarded-For, X-Forwarded-Proto and
         // Content-Length with their names (17 + 2 + 2 + 25 + 16 + 19 digits + 4 = 85 bytes).
         let bound = head.bytes.count + prefix.utf8.count + endpoint.hostLine.count + (client?.utf8.count ?? 0)
-            + RequestID.maxFieldBytes + 85
+            + RequestID.maxFieldBytes + (authorization?.count ?? 0) + 85
         out.reserveCapacity(minimumWritableBytes: bound + reserve)
         head.bytes.withUnsafeBytes { bytes in
             out.writeHead(maxBytes: bound) { w in
@@ -46,11 +49,16 @@ enum ProxyHeads {
                         continue
                     case .hopByHop, .contentLength, .transferEncoding, .host, .expect, .xRequestID:
                         continue
+                    case .authorization:
+                        if stripCredentials || authorization != nil { continue }
+                    case .xAPIKey:
+                        if stripCredentials { continue }
                     }
                     w.write(UnsafeRawBufferPointer(rebasing: bytes[field.name.lowerBound..<field.value.upperBound]))
                     w.write("\r\n")
                 }
                 requestID.writeField(to: &w)
+                if let authorization { w.write(authorization) }
                 if client != nil || forwardedFor {
                     w.write("x-forwarded-for: ")
                     var first = true
@@ -65,7 +73,11 @@ enum ProxyHeads {
                     }
                     w.write("\r\n")
                 }
-                if !forwardedProto { w.write("x-forwarded-proto: http\r\n") }
+                if !forwardedProto {
+                    w.write("x-forwarded-proto: ")
+                    w.write(proto)
+                    w.write("\r\n")
+                }
                 w.write("content-length: ")
                 w.write(decimal: bodyLength)
                 w.write("\r\n\r\n")

@@ -1,3 +1,4 @@
+import Access
 import FleetState
 import HTTPTransport
 import Logging
@@ -28,6 +29,7 @@ public final class ProxyServer: Service, Sendable {
         state: RouterState,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         observer: any ProxyObserver,
+        tls: ServerTLS? = nil,
         logger: Logger
     ) async throws -> ProxyServer {
         let config = state.config
@@ -40,6 +42,7 @@ public final class ProxyServer: Service, Sendable {
             port: config.listen.port,
             limits: limits,
             codec: .bytes,
+            tls: tls,
             logger: logger
         ) { _ in
             [ClientConnection(state: state, loops: loops, models: models, observer: observer)]
@@ -51,7 +54,13 @@ public final class ProxyServer: Service, Sendable {
         state.observe { fleet in
             loops.prune(keeping: fleet.endpoints)
         }
-        logger.info("serving", metadata: ["listen": "\(config.listen.host):\(server.port)", "replicas": "\(state.fleet.replicas.count)"])
+        logger.info(
+            "serving",
+            metadata: [
+                "listen": "\(config.listen.host):\(server.port)", "replicas": "\(state.fleet.replicas.count)",
+                "tls": "\(tls.map { "on (certificate serial \($0.serial))" } ?? "off")",
+                "auth": "\(state.access.apiKeys.map { "\($0.count) keys" } ?? "off")",
+            ])
         return proxy
     }
 

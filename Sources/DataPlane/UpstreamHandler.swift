@@ -145,7 +145,7 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.fail(UpstreamError(description: "\(error)"))
+        self.fail(UpstreamError(description: TLSFailure(error)?.description ?? "\(error)"))
     }
 
     private func fail(_ error: UpstreamError) {

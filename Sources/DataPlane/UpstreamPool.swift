@@ -127,13 +127,21 @@ final class UpstreamPool: UpstreamTransport, DeadlineOwner, @unchecked Sendable 
     }
 
     private func connect(_ host: Host) -> EventLoopFuture<UpstreamConnection> {
+        let tls = host.address.tls ? self.settings.tls : nil
+        if host.address.tls, tls == nil {
+            return self.loop.makeFailedFuture(UpstreamError(description: "\(host.address) needs TLS, and no TLS context is configured"))
+        }
         host.open += 1
         let handler = UpstreamHandler(maxHeadBytes: self.settings.maxResponseHeadBytes, flushes: self.flushes)
+        let name = host.address.host
         return ClientBootstrap(group: self.loop)
             .connectTimeout(.nanoseconds(Int64(self.settings.connectTimeout * 1e9)))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // TLS to an https:// replica: the handshake runs as the request is written;
+                    // an untrusted certificate fails the attempt like a refused connection.
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.handler(host: name)) }
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }

@@ -50,6 +50,8 @@ struct UpstreamPoolSettings: Equatable {
     /// How long an idle connection is kept.
     var keepAliveSeconds: Double
     var maxResponseHeadBytes: Int
+    /// The TLS context for `https://` replicas.
+    var tls: ClientTLS? = nil
 }
 
 /// Why an upstream exchange failed.

@@ -91,7 +91,7 @@ public final class DiscoveryService: Service, Sendable {
             let name = "\(entry.namePrefix)-\(t.address)-\(t.port)"
             guard seen.insert(name).inserted else { return nil }
             let host = t.address.contains(":") ? "[\(t.address)]" : t.address
-            return ReplicaSpec(name: name, url: "http://\(host):\(t.port)", weight: entry.weight, models: entry.models, engine: entry.engine, cacheTokens: entry.cacheTokens)
+            return ReplicaSpec(name: name, url: "\(entry.tls ? "https" : "http")://\(host):\(t.port)", weight: entry.weight, models: entry.models, engine: entry.engine, cacheTokens: entry.cacheTokens)
         }
     }
 

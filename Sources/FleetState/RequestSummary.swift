@@ -34,6 +34,9 @@ public struct RequestSummary: Sendable {
     public var queuedSeconds: Double?
     /// `usage.completion_tokens` of the answer, when present.
     public var usageOutputTokens: Int?
+    /// The tenant as a metric label (`AccessPolicy.label`: configured tenants by name, `other`,
+    /// `none`); nil before the request was read.
+    public var tenant: String?
 
     public init(route: String, method: String, path: String) {
         self.route = route

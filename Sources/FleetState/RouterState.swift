@@ -15,8 +15,14 @@ public struct ProxySettings: Sendable {
     public var pinnedHeaders: [String]
     /// Event loops sharing `max_connections_per_replica`.
     public var eventLoops: Int
+    /// Keys, tenants, the replicas' key and TLS context.
+    public var access: AccessPolicy
+    /// The data-plane listener speaks TLS (`X-Forwarded-Proto: https`).
+    public var tls: Bool
 
-    init(_ config: RouterConfiguration, eventLoops: Int) {
+    init(_ config: RouterConfiguration, eventLoops: Int, access: AccessPolicy) {
+        self.access = access
+        self.tls = config.tls != nil
         self.keying = config.routing.keying
         self.upstream = config.upstream
         self.limits = config.limits
@@ -60,12 +66,12 @@ public final class RouterState: Sendable {
     /// Bumped on every configuration change; read without the lock on every request.
     let settingsCounter = ManagedAtomic<Int>(0)
 
-    public init(config: RouterConfiguration, logger: Logger, eventLoops: Int = System.coreCount) {
+    public init(config: RouterConfiguration, logger: Logger, eventLoops: Int = System.coreCount, access: AccessPolicy = .open) {
         self.inner = AdaptiveLockedBox(
             Inner(
                 config: config,
                 core: FleetRouter(settings: config.fleetSettings, replicas: config.replicas),
-                proxySettings: ProxySettings(config, eventLoops: eventLoops)
+                proxySettings: ProxySettings(config, eventLoops: eventLoops, access: access)
             )
         )
         self.logger = logger
@@ -82,6 +88,8 @@ public final class RouterState: Sendable {
     public var fleet: FleetSnapshot { self.inner.withLockedValue { $0.core.fleet } }
     public var version: Int { self.inner.withLockedValue { $0.core.version } }
     public var proxySettings: ProxySettings { self.inner.withLockedValue { $0.proxySettings } }
+    /// Keys, tenants and TLS to replicas, as of the current configuration.
+    public var access: AccessPolicy { self.inner.withLockedValue { $0.proxySettings.access } }
 
     /// Settings with the version they belong to (a handler re-reads them only when it changes).
     public var proxySettingsVersioned: (ProxySettings, Int) {
@@ -354,15 +362,19 @@ public final class RouterState: Sendable {
     }
 
     /// Swaps in a new configuration (a reload): configured replicas and settings change, health
-    /// and learned state carry over by replica name. Listeners do not change.
-    public func apply(_ config: RouterConfiguration) {
+    /// and learned state carry over by replica name. Listeners do not change. `access` is what
+    /// the files `config` names hold (nil: the current one stays).
+    public func apply(_ config: RouterConfiguration, access: AccessPolicy? = nil) {
         let now = self.now()
         self.inner.withLockedValue { s in
             var config = config
             config.listen = s.config.listen
             config.adminListen = s.config.adminListen
+            // TLS on a listener turns on or off only on restart (its certificates do reload).
+            if (config.tls == nil) != (s.config.tls == nil) { config.tls = s.config.tls }
+            if (config.adminTLS == nil) != (s.config.adminTLS == nil) { config.adminTLS = s.config.adminTLS }
             s.config = config
-            s.proxySettings = ProxySettings(config, eventLoops: s.proxySettings.eventLoops)
+            s.proxySettings = ProxySettings(config, eventLoops: s.proxySettings.eventLoops, access: access ?? s.proxySettings.access)
             self.settingsCounter.wrappingIncrement(ordering: .relaxed)
             s.core.apply(config.fleetSettings, replicas: config.replicas, now: now)
             s.probes = s.probes.filter { s.core.health[$0.key] != nil }

@@ -56,6 +56,9 @@ public struct HTTP1Head: Sendable {
         case xForwardedProto
         case contentType
         case xRequestID
+        /// Credentials: `Authorization` and `x-api-key` (kept from replicas unless configured).
+        case authorization
+        case xAPIKey
     }
 
     /// The connection may carry another message after this one.
@@ -481,9 +484,11 @@ public struct HTTP1HeadParser: Sendable {
         case 2: return eq("te") ? .hopByHop : .other
         case 4: return eq("host") ? .host : .other
         case 6: return eq("expect") ? .expect : .other
+        case 9: return eq("x-api-key") ? .xAPIKey : .other
         case 7: return eq("trailer") || eq("upgrade") ? .hopByHop : .other
         case 10: return eq("connection") || eq("keep-alive") ? .hopByHop : .other
         case 12: return eq("content-type") ? .contentType : eq("x-request-id") ? .xRequestID : .other
+        case 13: return eq("authorization") ? .authorization : .other
         case 14: return eq("content-length") ? .contentLength : .other
         case 15: return eq("x-forwarded-for") ? .xForwardedFor : .other
         case 16: return eq("proxy-connection") ? .hopByHop : .other

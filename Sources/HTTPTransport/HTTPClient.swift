@@ -11,8 +11,13 @@ public struct HTTPClientRequest: Sendable {
     public var path: String
     public var headers: HTTPHeaders
     public var body: ByteBuffer?
+    /// Speak TLS with this context (an `https://` replica).
+    public var tls: ClientTLS?
 
-    public init(host: String, port: Int, method: HTTPMethod = .GET, path: String, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
+    public init(
+        host: String, port: Int, method: HTTPMethod = .GET, path: String, headers: HTTPHeaders = [:], body: ByteBuffer? = nil, tls: ClientTLS? = nil
+    ) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.method = method
@@ -96,6 +101,8 @@ public final class HTTPClient: Sendable {
         let (body, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
         let head = self.group.any().makePromise(of: HTTPResponseHead.self)
         let handler = ResponseStreamHandler(head: head, body: continuation, idleTimeout: .nanoseconds(Int64(responseTimeout * 1e9)))
+        let tls = request.tls
+        let host = request.host
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: self.group)
@@ -103,6 +110,7 @@ public final class HTTPClient: Sendable {
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls { try channel.pipeline.syncOperations.addHandler(try tls.handler(host: host)) }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
@@ -219,6 +227,8 @@ final class ResponseStreamHandler: ChannelDuplexHandler, @unchecked Sendable {
         // A connection dropped in the middle of a body reaches the decoder as an EOF error.
         if let parserError = error as? HTTPParserError, parserError == .invalidEOFState {
             self.fail(HTTPClientError.closed)
+        } else if let tls = TLSFailure(error) {
+            self.fail(HTTPClientError.connect(tls.description))
         } else {
             self.fail(error)
         }

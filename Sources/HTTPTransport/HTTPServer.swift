@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// Limits every HTTP listener applies.
 public struct HTTPServerLimits: Sendable, Equatable {
@@ -52,13 +53,15 @@ public final class HTTPServer: Sendable {
     }
 
     /// Binds a listener. `handlers` runs on each new connection's event loop and returns the
-    /// handlers to put after the codec.
+    /// handlers to put after the codec. With `tls`, every connection starts with a TLS handshake
+    /// (the context current when it is accepted; see `ServerTLS.reload`).
     public static func bind(
         group: any EventLoopGroup,
         host: String,
         port: Int,
         limits: HTTPServerLimits = HTTPServerLimits(),
         codec: Codec = .http1,
+        tls: ServerTLS? = nil,
         logger: Logger,
         handlers: @escaping @Sendable (any Channel) throws -> [any ChannelHandler]
     ) async throws -> HTTPServer {
@@ -80,6 +83,7 @@ public final class HTTPServer: Sendable {
                     guard registry.add(channel) else { throw ConnectionLimitReached() }
                     channel.closeFuture.whenComplete { _ in registry.remove(channel) }
                     let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     if case .http1 = codec {
                         try sync.configureHTTPServerPipeline(
                             withPipeliningAssistance: true,

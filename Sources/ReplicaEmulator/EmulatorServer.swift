@@ -24,10 +24,11 @@ public final class EmulatorServer: Service, Sendable {
         host: String = "127.0.0.1",
         port: Int,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        tls: ServerTLS? = nil,
         logger: Logger
     ) async throws -> EmulatorServer {
         let replica = EmulatedReplica(settings: settings, engineLoop: group.any())
-        let server = try await HTTPServer.bind(group: group, host: host, port: port, logger: logger) { _ in
+        let server = try await HTTPServer.bind(group: group, host: host, port: port, tls: tls, logger: logger) { _ in
             [EmulatorHandler(replica: replica)]
         }
         logger.info(

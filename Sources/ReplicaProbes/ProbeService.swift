@@ -157,7 +157,7 @@ public final class ProbeService: Service, Sendable {
 
     func fetch(_ url: ReplicaURL, _ path: String, timeout: Double) async -> Result<HTTPClientResponse, HTTPClientError> {
         do {
-            let request = HTTPClientRequest(host: url.host, port: url.port, path: url.pathPrefix + path)
+            let request = self.state.access.replicaRequest(url, path: path)
             return .success(try await self.client.execute(request, timeout: timeout, maxBody: 8 << 20))
         } catch let error as HTTPClientError {
             return .failure(error)

@@ -1,3 +1,4 @@
+import Access
 import FastJSON
 import Foundation
 import RoutingCore
@@ -81,7 +82,7 @@ struct ConfigParser {
         do {
             top = try root.mapping(allowed: [
                 "listen", "admin_listen", "threads", "replicas", "discovery", "routing", "upstream", "limits", "health", "logging",
-                "shutdown", "reload", "queue",
+                "shutdown", "reload", "queue", "tls", "admin_tls", "auth", "tenants",
             ])
         } catch let error as ConfigError {
             self.errors.append(error)
@@ -113,6 +114,12 @@ struct ConfigParser {
             }
         }
         if let node = top["queue"] { self.attempt { config.queue = try Self.queue(node) } }
+        if let node = top["tls"] { self.attempt { config.tls = try Self.serverTLS(node) } }
+        if let node = top["admin_tls"] { self.attempt { config.adminTLS = try Self.serverTLS(node) } }
+        if let node = top["auth"] { self.attempt { config.auth = try Self.auth(node) } }
+        if let node = top["tenants"] { self.attempt { config.tenants = try Self.tenants(node) } }
+        // The queue's fairness goes by the same tenant identity.
+        config.queue.tenantHeader = config.tenants.header
         if let node = top["reload"] {
             self.attempt {
                 let m = try node.mapping(allowed: ["watch_file", "poll_interval"])
@@ -194,7 +201,7 @@ struct ConfigParser {
         var result: [DNSDiscovery] = []
         for item in try node.list() {
             let m = try item.mapping(allowed: [
-                "dns", "record", "port", "interval", "name_prefix", "server", "weight", "models", "engine", "cache_tokens",
+                "dns", "record", "port", "interval", "name_prefix", "server", "weight", "models", "engine", "cache_tokens", "scheme",
             ])
             let name = try m.required("dns").string()
             var d = DNSDiscovery(name: name, namePrefix: String(name.split(separator: ".").first ?? "replica"))
@@ -219,6 +226,11 @@ struct ConfigParser {
             try m.read("models", into: &d.models) { try $0.stringList() }
             try m.read("engine", into: &d.engine) { try Self.engine($0) }
             if let capacity = m["cache_tokens"] { d.cacheTokens = try capacity.int(1...1_000_000_000) }
+            if let scheme = m["scheme"] {
+                let text = try scheme.string().lowercased()
+                guard text == "http" || text == "https" else { throw scheme.error("expected http or https, got '\(text)'") }
+                d.tls = text == "https"
+            }
             result.append(d)
         }
         return result
@@ -369,7 +381,7 @@ struct ConfigParser {
     static func upstream(_ node: ConfigNode) throws -> UpstreamSettings {
         let m = try node.mapping(allowed: [
             "connect_timeout", "first_byte_timeout", "idle_timeout", "retries", "retry_budget", "retry_min_per_second",
-            "max_connections_per_replica", "keepalive", "max_response_head_bytes",
+            "max_connections_per_replica", "keepalive", "max_response_head_bytes", "tls", "api_key_file",
         ])
         var u = UpstreamSettings()
         try m.read("connect_timeout", into: &u.connectTimeout) { try $0.seconds(0.01...600) }
@@ -381,7 +393,73 @@ struct ConfigParser {
         try m.read("max_connections_per_replica", into: &u.maxConnectionsPerReplica) { try $0.int(1...1_000_000) }
         try m.read("keepalive", into: &u.keepAliveSeconds) { try $0.seconds(0...86400) }
         try m.read("max_response_head_bytes", into: &u.maxResponseHeadBytes) { try $0.bytes(1024...(16 << 20)) }
+        if let n = m["api_key_file"] { u.apiKeyFile = try n.string() }
+        if let n = m["tls"] {
+            let t = try n.mapping(allowed: ["ca_file", "cert_file", "key_file", "server_name", "dangerously_skip_verification"])
+            if let f = t["ca_file"] { u.tls.caFile = try f.string() }
+            if let f = t["cert_file"] { u.tls.certFile = try f.string() }
+            if let f = t["key_file"] { u.tls.keyFile = try f.string() }
+            if let f = t["server_name"] { u.tls.serverName = try f.string() }
+            try t.read("dangerously_skip_verification", into: &u.tls.dangerouslySkipVerification) { try $0.bool() }
+            if (u.tls.certFile == nil) != (u.tls.keyFile == nil) {
+                throw n.error("a client certificate needs both 'cert_file' and 'key_file'")
+            }
+        }
         return u
+    }
+
+    static func serverTLS(_ node: ConfigNode) throws -> ServerTLSFiles? {
+        if node.isNull { return nil }
+        let m = try node.mapping(allowed: ["cert_file", "key_file", "client_ca_file"])
+        var files = ServerTLSFiles(certFile: try m.required("cert_file").string(), keyFile: try m.required("key_file").string())
+        if let ca = m["client_ca_file"], !ca.isNull { files.clientCAFile = try ca.string() }
+        return files
+    }
+
+    static func auth(_ node: ConfigNode) throws -> AuthSettings {
+        let m = try node.mapping(allowed: ["api_keys_file", "forward_client_key", "admin_token_file", "protect_metrics"])
+        var a = AuthSettings()
+        if let f = m["api_keys_file"], !f.isNull { a.apiKeysFile = try f.string() }
+        try m.read("forward_client_key", into: &a.forwardClientKey) { try $0.bool() }
+        if let f = m["admin_token_file"], !f.isNull { a.adminTokenFile = try f.string() }
+        try m.read("protect_metrics", into: &a.protectMetrics) { try $0.bool() }
+        if a.protectMetrics, a.adminTokenFile == nil, let n = m["protect_metrics"] {
+            throw n.error("protecting /metrics needs 'admin_token_file'")
+        }
+        return a
+    }
+
+    static func tenants(_ node: ConfigNode) throws -> TenantSettings {
+        let m = try node.mapping(allowed: ["header", "cache_salt", "limits", "default_limit", "max_tracked"])
+        var t = TenantSettings()
+        if let h = m["header"] { t.header = h.isNull ? nil : try h.string().lowercased() }
+        if let n = m["cache_salt"] {
+            let text = n.isNull ? "off" : try n.string().lowercased()
+            guard let policy = SaltPolicy(rawValue: text == "false" ? "off" : text) else {
+                throw n.error("expected off, replace or refuse, got '\(text)'")
+            }
+            t.cacheSalt = policy
+        }
+        if let n = m["default_limit"] { t.defaultLimit = try Self.tenantLimit(n, allowing: []) }
+        if let n = m["limits"] {
+            for item in try n.list() {
+                let name = try (try item.mapping(allowed: ["tenant", "requests_per_second", "prompt_tokens_per_second", "burst"]))
+                    .required("tenant").string()
+                guard t.limits[name] == nil else { throw item.error("tenant '\(name)' has limits twice") }
+                t.limits[name] = try Self.tenantLimit(item, allowing: ["tenant"])
+            }
+        }
+        try m.read("max_tracked", into: &t.maxTracked) { try $0.int(1...10_000_000) }
+        return t
+    }
+
+    static func tenantLimit(_ node: ConfigNode, allowing extra: [String]) throws -> TenantLimit {
+        let m = try node.mapping(allowed: ["requests_per_second", "prompt_tokens_per_second", "burst"] + extra)
+        var l = TenantLimit()
+        if let n = m["requests_per_second"], !n.isNull { l.requestsPerSecond = try n.double(0.001...10_000_000) }
+        if let n = m["prompt_tokens_per_second"], !n.isNull { l.promptTokensPerSecond = try n.double(1...1_000_000_000) }
+        try m.read("burst", into: &l.burstSeconds) { try $0.seconds(0.001...3600) }
+        return l
     }
 
     static func limits(_ node: ConfigNode) throws -> LimitSettings {

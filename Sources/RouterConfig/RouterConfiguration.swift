@@ -1,3 +1,4 @@
+import Access
 import RoutingCore
 
 /// The whole cacheroute configuration: validated, immutable, every key defaulted.
@@ -25,6 +26,24 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var reload = ReloadSettings()
     /// The router's queue for requests no replica has room for.
     public var queue = QueueSettings()
+    /// TLS on the data-plane listener; nil: plain HTTP.
+    public var tls: ServerTLSFiles?
+    /// TLS on the admin listener; nil: plain HTTP.
+    public var adminTLS: ServerTLSFiles?
+    /// API keys for clients, the admin token.
+    public var auth = AuthSettings()
+    /// Tenant identity, isolation (`cache_salt`) and limits.
+    public var tenants = TenantSettings()
+
+    /// Every file the configuration names (certificates, keys, tokens): a change to one is a
+    /// change to the configuration.
+    public var referencedFiles: [String] {
+        var files: [String] = []
+        for t in [self.tls, self.adminTLS].compactMap({ $0 }) { files += [t.certFile, t.keyFile] + [t.clientCAFile].compactMap { $0 } }
+        files += [self.auth.apiKeysFile, self.auth.adminTokenFile, self.upstream.apiKeyFile].compactMap { $0 }
+        files += [self.upstream.tls.caFile, self.upstream.tls.certFile, self.upstream.tls.keyFile].compactMap { $0 }
+        return files
+    }
 
     public init() {}
 
@@ -64,6 +83,8 @@ public struct DNSDiscovery: Sendable, Equatable {
     public var models: [String] = []
     public var engine: Engine = .vllm
     public var cacheTokens: Int?
+    /// `https`: the discovered replicas are reached over TLS (as `https://` URLs).
+    public var tls = false
 
     public init(name: String, namePrefix: String) {
         self.name = name
@@ -90,6 +111,11 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var keepAliveSeconds: Double = 60
     /// Largest response head accepted from a replica; a larger one fails the attempt.
     public var maxResponseHeadBytes: Int = 64 << 10
+    /// How `https://` replicas are verified (system trust store by default).
+    public var tls = ClientTLSSettings()
+    /// A file holding the key the replicas require (vLLM's `--api-key`), sent as
+    /// `Authorization: Bearer`; nil: none.
+    public var apiKeyFile: String?
 
     public init() {}
 }

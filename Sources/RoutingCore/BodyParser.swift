@@ -31,6 +31,8 @@ struct BodyParser {
     var model: String?
     /// XXH3 of the canonical `cache_salt`, when the body has one.
     var saltHash: UInt64?
+    /// The body has a `cache_salt` of its own.
+    var clientSalt = false
     var scopeParts: [(tag: UInt8, bytes: [UInt8])] = []
     var stream = false
     var sawPrompt = false
@@ -51,6 +53,10 @@ struct BodyParser {
         self.rules = rules
         self.sessionPaths = rules.sessionPaths
         self.main.reserveCapacity(reader.buffer.count + 64)
+        if let salt = rules.salt {
+            self.saltHash = XXH3.hash(salt)
+            self.scopeParts.append((UInt8(ascii: "s"), salt))
+        }
     }
 
     func invalid(_ message: String) -> KeyError {
@@ -94,7 +100,11 @@ struct BodyParser {
             guard try self.reader.peekKind() == .string else { throw self.invalid("'cache_salt' must be a string") }
             var salt: [UInt8] = []
             try self.reader.appendCanonicalString(to: &salt)
+            self.clientSalt = true
+            guard self.rules.salt == nil else { return }
+            // A repeated key: the last one counts, as in the replicas' JSON parsers.
             self.saltHash = XXH3.hash(salt)
+            self.scopeParts.removeAll { $0.tag == UInt8(ascii: "s") }
             self.scopeParts.append((UInt8(ascii: "s"), salt))
         } else if self.api == .chat, r.key(key, equals: "messages") {
             try self.messages()
@@ -568,7 +578,7 @@ struct BodyParser {
             )
         }
 
-        return RequestKeys(
+        var keys = RequestKeys(
             api: self.api,
             model: self.model,
             scope: scope,
@@ -583,6 +593,8 @@ struct BodyParser {
             storedResponse: self.previousResponseID,
             namesRequestID: self.hasRequestID
         )
+        keys.clientSalt = self.clientSalt
+        return keys
     }
 
     /// Seeds the hash of a `prompt_cache_key` apart from the chain's.

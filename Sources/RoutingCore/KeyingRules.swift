@@ -24,6 +24,9 @@ public struct KeyingRules: Sendable, Equatable {
     }
     /// Bodies larger than this are not keyed (fallback routing), bounding the work per request.
     public var maxKeyBytes: Int
+    /// The `cache_salt` the router sets for the request's tenant (`tenants.cache_salt`), which
+    /// replaces the body's in the keys, as it does at the replica; nil: the body's own.
+    public var salt: [UInt8]? = nil
 
     public init(
         blockBytes: Int = 1024,

@@ -85,6 +85,8 @@ public struct RequestKeys: Sendable {
     public var storedResponse: String?
     /// Responses: the client named its own `request_id` (the router then leaves it alone).
     public var namesRequestID: Bool
+    /// The body carries a `cache_salt` of its own (whether or not the router's replaced it).
+    public var clientSalt = false
 
     public init(
         api: RequestAPI,

@@ -52,13 +52,21 @@ final class RequestTallies: @unchecked Sendable {
         }
     }
 
+    struct TenantKey: Hashable {
+        var tenant: String
+        var status: Int
+    }
+
     struct Counts {
         var requests: [RequestKey: Int] = [:]
+        /// Bounded by the configured tenants (the rest are `other`).
+        var tenants: [TenantKey: Int] = [:]
         var decisions: [Tier: Int] = [:]
         var replicas: [String: ReplicaCounts] = [:]
 
         mutating func add(_ other: Counts) {
             for (key, n) in other.requests { self.requests[key, default: 0] += n }
+            for (key, n) in other.tenants { self.tenants[key, default: 0] += n }
             for (tier, n) in other.decisions { self.decisions[tier, default: 0] += n }
             for (name, counts) in other.replicas {
                 if self.replicas[name] == nil { self.replicas[name] = counts } else { self.replicas[name]!.add(counts) }
@@ -108,6 +116,7 @@ final class RequestTallies: @unchecked Sendable {
         let durationBounds = self.durationBounds
         self.shard().counts.withLockedValue { c in
             c.requests[RequestKey(route: s.route, replica: s.replica ?? "none", status: s.status), default: 0] += 1
+            if let tenant = s.tenant { c.tenants[TenantKey(tenant: tenant, status: s.status), default: 0] += 1 }
             if let tier = s.tier { c.decisions[tier, default: 0] += 1 }
             guard let replica = s.replica else { return }
             // Not `[replica, default: ...]`: that autoclosure's context is allocated on every call.
@@ -148,6 +157,10 @@ final class RequestTallies: @unchecked Sendable {
         w.family(MetricName.requests, type: "counter", help: help(MetricName.requests))
         for (key, n) in total.requests.sorted(by: { ($0.key.route, $0.key.replica, $0.key.status) < ($1.key.route, $1.key.replica, $1.key.status) }) {
             w.sample(MetricName.requests, [("route", key.route), ("replica", key.replica), ("status", String(key.status))], Double(n))
+        }
+        w.family(MetricName.tenantRequests, type: "counter", help: help(MetricName.tenantRequests))
+        for (key, n) in total.tenants.sorted(by: { ($0.key.tenant, $0.key.status) < ($1.key.tenant, $1.key.status) }) {
+            w.sample(MetricName.tenantRequests, [("tenant", key.tenant), ("status", String(key.status))], Double(n))
         }
         w.family(MetricName.decisions, type: "counter", help: help(MetricName.decisions))
         for tier in Tier.allCases {

@@ -1,4 +1,6 @@
+import Access
 import ArgumentParser
+import HTTPTransport
 import Logging
 import ReplicaEmulator
 import ReplicaModel
@@ -61,6 +63,12 @@ struct Emulate: AsyncParsableCommand {
     @Option(help: "Health fault: ok, fail, slow, hang, flap (every other /health fails).")
     var health = "ok"
 
+    @Option(name: .customLong("tls-cert"), help: "Serve HTTPS with this PEM certificate chain (with --tls-key).")
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.")
+    var tlsKey: String?
+
     func run() async throws {
         guard let engine = Engine(rawValue: self.engine) else { throw ValidationError("--engine must be vllm or sglang") }
         guard let mode = FaultPlan.Mode(rawValue: self.fault) else {
@@ -70,6 +78,19 @@ struct Emulate: AsyncParsableCommand {
         guard self.speed > 0 else { throw ValidationError("--speed must be positive") }
         guard self.blockTokens > 0, self.capacityTokens >= self.blockTokens else {
             throw ValidationError("--capacity-tokens must hold at least one block of --block-tokens")
+        }
+        var tls: ServerTLS?
+        switch (self.tlsCert, self.tlsKey) {
+        case (let cert?, let key?):
+            do {
+                tls = try ServerTLS(ServerTLSFiles(certFile: cert, keyFile: key))
+            } catch {
+                throw ValidationError(error.description)
+            }
+        case (nil, nil):
+            break
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
         }
         var settings = EmulatorSettings()
         settings.name = self.name
@@ -86,8 +107,8 @@ struct Emulate: AsyncParsableCommand {
         settings.faults.health = health
         var logger = Logger(label: "cacheroute.emulator")
         logger.logLevel = .info
-        let server = try await EmulatorServer.start(settings: settings, host: self.host, port: self.port, logger: logger)
-        print("emulated replica \(self.name) listening on \(self.host):\(server.port)")
+        let server = try await EmulatorServer.start(settings: settings, host: self.host, port: self.port, tls: tls, logger: logger)
+        print("emulated replica \(self.name) listening on \(tls == nil ? "http" : "https")://\(self.host):\(server.port)")
         let group = ServiceGroup(
             configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )

@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import RouterConfig
 import RoutingCore
@@ -88,9 +89,52 @@ struct ConfigTests {
         #expect(c.discovery.first?.record == .srv && c.discovery.first?.server == "127.0.0.1:5353")
     }
 
+    @Test func accessKeys() throws {
+        let c = try RouterConfiguration.parse(yaml: """
+            replicas: [{url: 'https://vllm.internal'}, {url: 'http://10.0.0.2:8000'}]
+            discovery: [{dns: vllm.svc.local, scheme: https}]
+            tls: {cert_file: /etc/c/tls.crt, key_file: /etc/c/tls.key, client_ca_file: /etc/c/ca.crt}
+            admin_tls: {cert_file: /etc/c/admin.crt, key_file: /etc/c/admin.key}
+            auth: {api_keys_file: /etc/c/keys.yaml, forward_client_key: true, admin_token_file: /etc/c/admin.token, protect_metrics: true}
+            tenants:
+              header: X-Team
+              cache_salt: refuse
+              default_limit: {requests_per_second: 5}
+              limits:
+                - {tenant: acme, requests_per_second: 50, prompt_tokens_per_second: 200000, burst: 500ms}
+              max_tracked: 100
+            upstream:
+              api_key_file: /etc/c/vllm.key
+              tls: {ca_file: /etc/c/fleet-ca.crt, cert_file: /etc/c/me.crt, key_file: /etc/c/me.key, server_name: vllm.internal, dangerously_skip_verification: false}
+            """, file: "test.yaml")
+        #expect(try ReplicaURL.parse(c.replicas[0].url).get() == ReplicaURL(host: "vllm.internal", port: 443, tls: true))
+        #expect(try !ReplicaURL.parse(c.replicas[1].url).get().tls)
+        #expect(c.discovery.first?.tls == true)
+        #expect(c.tls == ServerTLSFiles(certFile: "/etc/c/tls.crt", keyFile: "/etc/c/tls.key", clientCAFile: "/etc/c/ca.crt"))
+        #expect(c.adminTLS?.clientCAFile == nil && c.adminTLS?.certFile == "/etc/c/admin.crt")
+        #expect(c.auth.apiKeysFile == "/etc/c/keys.yaml" && c.auth.forwardClientKey && c.auth.protectMetrics)
+        #expect(c.tenants.header == "x-team" && c.queue.tenantHeader == "x-team" && c.tenants.cacheSalt == .refuse)
+        #expect(c.tenants.defaultLimit == TenantLimit(requestsPerSecond: 5))
+        #expect(c.tenants.limits["acme"] == TenantLimit(requestsPerSecond: 50, promptTokensPerSecond: 200_000, burstSeconds: 0.5))
+        #expect(c.upstream.apiKeyFile == "/etc/c/vllm.key" && c.upstream.tls.serverName == "vllm.internal" && c.upstream.tls.caFile == "/etc/c/fleet-ca.crt")
+        #expect(Set(c.referencedFiles).count == 11)
+        // The defaults: plain HTTP, no keys, no isolation, no limits.
+        let d = try RouterConfiguration.parse(yaml: "replicas: [{url: 'http://a:1'}]\n", file: "test.yaml")
+        #expect(d.tls == nil && d.adminTLS == nil && d.auth == AuthSettings() && d.tenants == TenantSettings() && d.referencedFiles.isEmpty)
+    }
+
     @Test(arguments: [
-        ("replicas:\n  - name: r1\n    url: x\n", "test.yaml:3:10: replicas[0].url: expected an http:// URL"),
-        ("replicas:\n  - name: r1\n    url: https://a:1\n", "test.yaml:3:10: replicas[0].url: https replicas are not supported"),
+        ("replicas:\n  - name: r1\n    url: x\n", "test.yaml:3:10: replicas[0].url: expected an http:// or https:// URL"),
+        ("replicas:\n  - name: r1\n    url: ftp://a:1\n", "test.yaml:3:10: replicas[0].url: expected an http:// or https:// URL"),
+        ("replicas: [{url: 'http://a:1'}]\ntls: {cert_file: a.crt}\n", "tls: missing required key 'key_file'"),
+        ("replicas: [{url: 'http://a:1'}]\ntls: {cert_file: a.crt, key_file: a.key, client_ca: c}\n", "tls.client_ca: unknown key 'client_ca' (allowed: cert_file, key_file, client_ca_file)"),
+        ("replicas: [{url: 'http://a:1'}]\nauth: {protect_metrics: true}\n", "auth.protect_metrics: protecting /metrics needs 'admin_token_file'"),
+        ("replicas: [{url: 'http://a:1'}]\ntenants: {cache_salt: always}\n", "tenants.cache_salt: expected off, replace or refuse, got 'always'"),
+        ("replicas: [{url: 'http://a:1'}]\ntenants: {limits: [{tenant: a, requests_per_second: -1}]}\n", "tenants.limits[0].requests_per_second: -1 is out of range"),
+        ("replicas: [{url: 'http://a:1'}]\ntenants: {limits: [{requests_per_second: 1}]}\n", "missing required key 'tenant'"),
+        ("replicas: [{url: 'http://a:1'}]\nupstream: {tls: {cert_file: c.crt}}\n", "upstream.tls: a client certificate needs both 'cert_file' and 'key_file'"),
+        ("replicas: [{url: 'http://a:1'}]\nupstream: {tls: {skip_verify: true}}\n", "upstream.tls.skip_verify: unknown key 'skip_verify'"),
+        ("discovery: [{dns: a.b, scheme: ftp}]\n", "discovery[0].scheme: expected http or https, got 'ftp'"),
         ("replicas:\n  - name: r1\n    url: http://a:99999\n", "test.yaml:3:10: replicas[0].url: invalid port"),
         ("replicas:\n  - {name: r1, url: 'http://a:1'}\n  - {name: r1, url: 'http://b:1'}\n", "test.yaml:3:12: replicas[1].name: duplicate replica name 'r1'"),
         ("replicas:\n  - {name: r1, url: 'http://a:1', wieght: 2}\n", "test.yaml:2:35: replicas[0].wieght: unknown key 'wieght'; did you mean 'weight'?"),

@@ -27,6 +27,7 @@ struct ReloadTests {
             // The membership in force: a generation number and its replica names.
             let current = NIOLockedValueBox((generation: 0, members: Set(names)))
             let stop = NIOLockedValueBox(false)
+            let checkedSoFar = NIOLockedValueBox(0)
             struct Routed: Sendable {
                 var replica: String
                 var allowed: Set<String>?
@@ -46,7 +47,9 @@ struct ReloadTests {
                             statuses.append(Int(r.status.code))
                             if let replica = r.headers["x-cacheroute-replica"].first {
                                 // Routed within one membership: it must have been a member.
-                                routed.append(Routed(replica: replica, allowed: before.generation == after.generation ? before.members : nil))
+                                let within = before.generation == after.generation
+                                routed.append(Routed(replica: replica, allowed: within ? before.members : nil))
+                                if within { checkedSoFar.withLockedValue { $0 += 1 } }
                             }
                             i += 1
                         }
@@ -68,7 +71,12 @@ struct ReloadTests {
                     }
                 }
                 group.addTask {
-                    for round in 0..<24 {
+                    // At least 24 membership changes, and on until enough requests were routed
+                    // within one membership to check (a loaded machine serves fewer per round).
+                    let deadline = ContinuousClock.now + .seconds(30)
+                    var round = 0
+                    while round < 24 || (checkedSoFar.withLockedValue { $0 } < 24 && ContinuousClock.now < deadline) {
+                        defer { round += 1 }
                         let members = round % 2 == 0 ? Array(servers.prefix(2)) : servers
                         var config = base
                         config.replicas = members.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }

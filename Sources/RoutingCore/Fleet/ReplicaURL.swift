@@ -4,25 +4,25 @@ public struct ReplicaURL: Sendable, Hashable, CustomStringConvertible {
     public var port: Int
     /// A path prefix put before every request path (no trailing slash; empty for none).
     public var pathPrefix: String
+    /// `https://`: the router speaks TLS to the replica (verified per `upstream.tls`).
+    public var tls: Bool
 
-    public init(host: String, port: Int, pathPrefix: String = "") {
+    public init(host: String, port: Int, pathPrefix: String = "", tls: Bool = false) {
         self.host = host
         self.port = port
         self.pathPrefix = pathPrefix
+        self.tls = tls
     }
 
-    /// Parses a replica URL; only `http` (TLS to replicas belongs to a sidecar or the mesh).
+    /// Parses a replica URL: `http://` or `https://`, a host, an optional port (80 or 443 by
+    /// default) and an optional path prefix.
     public static func parse(_ text: String) -> Result<ReplicaURL, AddressError> {
         let lower = text.lowercased()
-        if lower.hasPrefix("https://") {
-            return .failure(
-                AddressError("https replicas are not supported; terminate TLS in a sidecar or the service mesh and use http://")
-            )
+        let tls = lower.hasPrefix("https://")
+        guard tls || lower.hasPrefix("http://") else {
+            return .failure(AddressError("expected an http:// or https:// URL such as http://10.0.0.5:8000, got '\(text)'"))
         }
-        guard lower.hasPrefix("http://") else {
-            return .failure(AddressError("expected an http:// URL such as http://10.0.0.5:8000, got '\(text)'"))
-        }
-        var rest = Substring(text.dropFirst("http://".count))
+        var rest = Substring(text.dropFirst(tls ? "https://".count : "http://".count))
         var path = ""
         if let slash = rest.firstIndex(of: "/") {
             path = String(rest[slash...])
@@ -33,7 +33,7 @@ public struct ReplicaURL: Sendable, Hashable, CustomStringConvertible {
             return .failure(AddressError("a replica URL may not have a query or fragment: '\(text)'"))
         }
         var host = String(rest)
-        var port = 80
+        var port = tls ? 443 : 80
         if host.hasPrefix("[") {
             guard let close = host.firstIndex(of: "]") else { return .failure(AddressError("unclosed '[' in '\(text)'")) }
             let after = host[host.index(after: close)...]
@@ -57,13 +57,13 @@ public struct ReplicaURL: Sendable, Hashable, CustomStringConvertible {
         guard host.allSatisfy({ $0.isLetter || $0.isNumber || "-._:".contains($0) }) else {
             return .failure(AddressError("invalid host '\(host)'"))
         }
-        return .success(ReplicaURL(host: host, port: port, pathPrefix: path))
+        return .success(ReplicaURL(host: host, port: port, pathPrefix: path, tls: tls))
     }
 
     /// `host:port` as an HTTP Host header value.
     public var authority: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
 
-    public var description: String { "http://\(self.authority)\(self.pathPrefix)" }
+    public var description: String { "\(self.tls ? "https" : "http")://\(self.authority)\(self.pathPrefix)" }
 }
 
 /// Why an address (a listener's or a replica's) could not be read.
