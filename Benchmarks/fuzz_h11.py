@@ -17,6 +17,7 @@ import argparse
 import collections
 import os
 import random
+import re
 import struct
 import subprocess
 import sys
@@ -239,14 +240,12 @@ EXPLANATIONS = [
     ("leading-empty-lines", "cacheroute skips empty lines (CRLF) before a request line, as RFC 9112 2.2 says a server "
      "SHOULD; h11 refuses them ('no request line received')",
      lambda d, o, t: "no request line received" in t and d[:2] == b"\r\n"),
-    ("te-list", "cacheroute reads Transfer-Encoding as a list whose only coding is chunked, ignoring empty elements "
-     "(RFC 9110 5.6.1.2: 'chunked,' is 'chunked'); h11 wants the one word. The replica never sees the field: the router "
-     "sends the body with a Content-Length",
-     lambda d, o, t: "Only Transfer-Encoding: chunked is supported" in t
-     and any(v.strip(b" ,\t").lower() == b"chunked" and v.lower() != b"chunked" for v in te_values(d))),
-    ("equal-content-length-list", "Content-Length values that are the same number ('5, 5', or 05 and 5 in two fields) "
-     "are that number to cacheroute (RFC 9112 6.3); h11 refuses them",
-     lambda d, o, t: t.startswith("err") and "Content-Length" in t and not o.startswith("err")),
+    ("chunk-ext-bws", "cacheroute allows whitespace between a chunk size and its ';' extension (RFC 9112 7.1.1: BWS "
+     "before ';'); h11 allows it only before the line end. Anything else after a size is refused by both",
+     lambda d, o, t: not o.startswith("err") and t.startswith("err") and re.search(rb"[0-9a-fA-F][ \t]+;", d[len(head_of(d)):]) is not None),
+    ("framing-field-in-trailer", "a Content-Length or Transfer-Encoding sent as a trailer field means nothing for "
+     "framing (RFC 9110 6.5.1); cacheroute checks its syntax like any field and drops it, h11 also checks its value",
+     lambda d, o, t: o.startswith("ok") and t.startswith("err") and re.search(rb"(?:^|\r\n)0[^\r]*\r\n(?:[^\r]*\r\n)*(?i:content-length|transfer-encoding):", d[len(head_of(d)):]) is not None),
     ("waits-for-the-head", "the head has not ended (no CRLF CRLF yet): cacheroute waits for the rest (bounded by "
      "limits.max_header_bytes and limits.header_timeout: 431 or 408) and judges it whole; h11 refuses a bad line as "
      "soon as it arrives. Nothing reaches a replica either way",

@@ -16,8 +16,10 @@ public final class ConfigReloadService: Service, Sendable {
     let listenerTLS: ListenerTLS
     let logger: Logger
     let onResult: @Sendable (_ success: Bool) -> Void
-    /// One reload at a time (SIGHUP and the file watcher may fire together).
-    let reloading = NIOLock()
+    /// One reload at a time (SIGHUP and the file watcher may fire together), and the files as the
+    /// last reload read them: a change SIGHUP already applied is not applied (and counted) again
+    /// when the watcher sees it.
+    let reloading = NIOLockedValueBox<[Data?]?>(nil)
 
     public init(
         path: String, state: RouterState, listenerTLS: ListenerTLS = try! ListenerTLS(RouterConfiguration()), logger: Logger,
@@ -37,7 +39,7 @@ public final class ConfigReloadService: Service, Sendable {
                 for await _ in signals.cancelOnGracefulShutdown() { self.reload(reason: "SIGHUP") }
             }
             group.addTask {
-                var last = self.fingerprint()
+                self.reloading.withLockedValue { $0 = self.fingerprint() }
                 while !Task.isCancelled, !Task.isShuttingDownGracefully {
                     let config = self.state.config
                     guard config.reload.watchFile else {
@@ -46,10 +48,7 @@ public final class ConfigReloadService: Service, Sendable {
                     }
                     try? await Task.sleep(for: .milliseconds(Int(config.reload.pollSeconds * 1000)))
                     let now = self.fingerprint()
-                    if now != last {
-                        last = now
-                        self.reload(reason: "file change")
-                    }
+                    if now != self.reloading.withLockedValue({ $0 }) { self.reload(reason: "file change") }
                 }
             }
             await group.next()
@@ -66,7 +65,15 @@ public final class ConfigReloadService: Service, Sendable {
     /// Reads, validates and applies the file; returns whether it was applied.
     @discardableResult
     public func reload(reason: String) -> Bool {
-        self.reloading.withLock { self.reloadLocked(reason: reason) }
+        self.reloading.withLockedValue { seen in
+            // Read before the files are: a change landing during the reload is seen next time
+            // (unless the reload named other files: then as they are now).
+            let paths = self.state.config.referencedFiles
+            let before = self.fingerprint()
+            let applied = self.reloadLocked(reason: reason)
+            seen = self.state.config.referencedFiles == paths ? before : self.fingerprint()
+            return applied
+        }
     }
 
     private func reloadLocked(reason: String) -> Bool {

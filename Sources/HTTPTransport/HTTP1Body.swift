@@ -7,6 +7,8 @@ import NIOCore
 public struct ChunkedDecoder: Sendable {
     enum State: Sendable {
         case size
+        /// Whitespace after the size: only a `;` extension or the line end may follow.
+        case sizeWhitespace
         case sizeExtension
         case sizeLF
         case data(Int)
@@ -55,12 +57,22 @@ public struct ChunkedDecoder: Sendable {
                     self.digits += 1
                     guard self.digits <= 15 else { throw HTTP1ParseError(400, "chunk size too large") }
                     self.size = self.size << 4 | v
-                } else if self.digits > 0, byte == UInt8(ascii: ";") || byte == 0x20 || byte == 0x09 {
+                } else if self.digits > 0, byte == UInt8(ascii: ";") {
                     self.state = .sizeExtension
+                } else if self.digits > 0, byte == 0x20 || byte == 0x09 {
+                    self.state = .sizeWhitespace
                 } else if self.digits > 0, byte == 0x0D {
                     self.state = .sizeLF
                 } else {
                     throw HTTP1ParseError(400, "malformed chunk size")
+                }
+            case .sizeWhitespace:
+                if byte == UInt8(ascii: ";") {
+                    self.state = .sizeExtension
+                } else if byte == 0x0D {
+                    self.state = .sizeLF
+                } else if byte != 0x20, byte != 0x09 {
+                    throw HTTP1ParseError(400, "junk after a chunk size")
                 }
             case .sizeExtension:
                 if byte == 0x0D { self.state = .sizeLF } else if byte == 0x0A { throw HTTP1ParseError(400, "bare LF in chunk framing") }

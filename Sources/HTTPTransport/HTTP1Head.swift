@@ -246,6 +246,7 @@ public struct HTTP1HeadParser: Sendable {
         var connectionTokens: [Range<Int>] = []
         var sawTransferEncoding = false
         var hosts = 0
+        var firstLength: Range<Int>?
         while true {
             guard let end = Self.lineEnd(bytes, from: i) else { throw HTTP1ParseError(400, "malformed header line") }
             if end == i { break }
@@ -276,7 +277,7 @@ public struct HTTP1HeadParser: Sendable {
             head.fields.append(HTTP1Head.Field(name: name, value: value, kind: fieldKind))
             switch fieldKind {
             case .contentLength:
-                try Self.contentLength(bytes, value, into: &head)
+                try Self.contentLength(bytes, value, first: &firstLength, into: &head)
             case .transferEncoding:
                 sawTransferEncoding = true
                 try Self.transferEncoding(bytes, value, into: &head, kind: kind)
@@ -414,11 +415,29 @@ public struct HTTP1HeadParser: Sendable {
         }
     }
 
-    static func contentLength(_ bytes: UnsafeBufferPointer<UInt8>, _ value: Range<Int>, into head: inout HTTP1Head) throws(HTTP1ParseError) {
-        // A list of equal values is one value (RFC 9112 6.3); anything else is malformed.
+    /// A Content-Length field. Repeated values (in a list or in several fields) must be spelled
+    /// alike (`5, 5` is 5; `096` next to `96` is refused, as h11 and the replicas behind do).
+    static func contentLength(
+        _ bytes: UnsafeBufferPointer<UInt8>, _ value: Range<Int>, first: inout Range<Int>?, into head: inout HTTP1Head
+    ) throws(HTTP1ParseError) {
         var result: Int?
         var failed = false
+        var sawEmpty = false
+        var i = value.lowerBound
+        // An empty element (`5,` or `,5`) is malformed too.
+        while i <= value.upperBound {
+            var end = i
+            while end < value.upperBound, bytes[end] != UInt8(ascii: ",") { end += 1 }
+            if !bytes[i..<end].contains(where: { $0 != 0x20 && $0 != 0x09 }) { sawEmpty = true }
+            i = end + 1
+        }
+        if sawEmpty { throw HTTP1ParseError(400, "invalid Content-Length") }
         Self.tokens(bytes, value) { token in
+            if let f = first {
+                if !bytes[f].elementsEqual(bytes[token]) { failed = true }
+            } else {
+                first = token
+            }
             var n = 0
             guard !token.isEmpty, token.count <= 15 else {
                 failed = true
@@ -444,6 +463,11 @@ public struct HTTP1HeadParser: Sendable {
         var codings: [Range<Int>] = []
         Self.tokens(bytes, value) { codings.append($0) }
         guard let last = codings.last else { throw HTTP1ParseError(400, "empty Transfer-Encoding") }
+        if kind == .request, codings.count == 1, codings[0].count != value.count {
+            // `chunked,` or `,chunked`: a request's Transfer-Encoding is the one word (as h11 and the
+            // replicas behind hold it), not a list with empty elements.
+            throw HTTP1ParseError(400, "empty element in Transfer-Encoding")
+        }
         if head.chunked {
             // chunked must be the final coding, applied once.
             throw HTTP1ParseError(400, "chunked applied more than once")

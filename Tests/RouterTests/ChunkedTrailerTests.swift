@@ -45,3 +45,52 @@ import Testing
         #expect(error.status == 400 && error.description == message, "\(error)")
     }
 }
+
+/// Body framing read as strictly as h11 reads it (issue found by Benchmarks/fuzz_h11.py).
+@Suite struct StrictFramingTests {
+    static func head(_ fields: String) -> Result<HTTP1Head, HTTP1ParseError> {
+        var parser = HTTP1HeadParser(kind: .request, maxBytes: 65536)
+        var buffer = ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nhost: r\r\n\(fields)\r\n")
+        do {
+            guard let head = try parser.parse(&buffer) else { return .failure(HTTP1ParseError(0, "incomplete")) }
+            return .success(head)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    @Test func contentLengthsMustBeSpelledAlike() throws {
+        #expect(try Self.head("content-length: 96\r\n").get().contentLength == 96)
+        #expect(try Self.head("content-length: 096\r\n").get().contentLength == 96)
+        #expect(try Self.head("content-length: 5, 5\r\n").get().contentLength == 5)
+        #expect(try Self.head("content-length: 5\r\ncontent-length: 5\r\n").get().contentLength == 5)
+        for bad in ["content-length: 096\r\ncontent-length: 96\r\n", "content-length: 096, 96\r\n", "content-length: 5,\r\n", "content-length: ,5\r\n", "content-length: 5, 6\r\n"] {
+            guard case .failure(let error) = Self.head(bad) else {
+                Issue.record("accepted \(bad.debugDescription)")
+                continue
+            }
+            #expect(error.status == 400, "\(bad.debugDescription)")
+        }
+    }
+
+    @Test func transferEncodingIsTheOneWordChunked() throws {
+        #expect(try Self.head("transfer-encoding: chunked\r\n").get().chunked)
+        #expect(try Self.head("transfer-encoding: Chunked \r\n").get().chunked)
+        for bad in ["transfer-encoding: chunked,\r\n", "transfer-encoding: ,chunked\r\n", "transfer-encoding: gzip, chunked\r\n", "transfer-encoding: chunked, chunked\r\n"] {
+            guard case .failure = Self.head(bad) else {
+                Issue.record("accepted \(bad.debugDescription)")
+                continue
+            }
+        }
+    }
+
+    @Test func nothingButAnExtensionFollowsAChunkSize() throws {
+        #expect(try ChunkedTrailerTests.decode("5 \r\nhello\r\n0\r\n\r\n").get() == "hello")
+        #expect(try ChunkedTrailerTests.decode("5 ;ext=1\r\nhello\r\n0\r\n\r\n").get() == "hello")
+        guard case .failure(let error) = ChunkedTrailerTests.decode("5 xyz\r\nhello\r\n0\r\n\r\n") else {
+            Issue.record("junk after a chunk size was accepted")
+            return
+        }
+        #expect(error.description == "junk after a chunk size")
+    }
+}

@@ -10,6 +10,7 @@ import NIOHTTP1
 import ReplicaEmulator
 import RouterConfig
 import RoutingCore
+import Telemetry
 import Testing
 
 /// Membership changes while traffic runs: a request uses the snapshot it was routed with, and a
@@ -27,7 +28,7 @@ struct ReloadTests {
             // The membership in force: a generation number and its replica names.
             let current = NIOLockedValueBox((generation: 0, members: Set(names)))
             let stop = NIOLockedValueBox(false)
-            let checkedSoFar = NIOLockedValueBox(0)
+            let checkedSoFar = NIOLockedValueBox((count: 0, replicas: Set<String>()))
             struct Routed: Sendable {
                 var replica: String
                 var allowed: Set<String>?
@@ -49,7 +50,7 @@ struct ReloadTests {
                                 // Routed within one membership: it must have been a member.
                                 let within = before.generation == after.generation
                                 routed.append(Routed(replica: replica, allowed: within ? before.members : nil))
-                                if within { checkedSoFar.withLockedValue { $0 += 1 } }
+                                if within { checkedSoFar.withLockedValue { $0.count += 1; $0.replicas.insert(replica) } }
                             }
                             i += 1
                         }
@@ -72,10 +73,12 @@ struct ReloadTests {
                 }
                 group.addTask {
                     // At least 24 membership changes, and on until enough requests were routed
-                    // within one membership to check (a loaded machine serves fewer per round).
-                    let deadline = ContinuousClock.now + .seconds(30)
+                    // within one membership to check, to at least three replicas (a loaded machine
+                    // serves fewer per round).
+                    let deadline = ContinuousClock.now + .seconds(40)
                     var round = 0
-                    while round < 24 || (checkedSoFar.withLockedValue { $0 } < 24 && ContinuousClock.now < deadline) {
+                    func enough() -> Bool { checkedSoFar.withLockedValue { $0.count >= 24 && $0.replicas.count >= 3 } }
+                    while round < 24 || (!enough() && ContinuousClock.now < deadline) {
                         defer { round += 1 }
                         let members = round % 2 == 0 ? Array(servers.prefix(2)) : servers
                         var config = base
@@ -105,6 +108,39 @@ struct ReloadTests {
             #expect(strays.isEmpty, "routed to a replica out of the fleet: \(strays.map(\.replica))")
             // Requests went to the two replicas that come and go, too (the check means something).
             #expect(Set(checked.map(\.replica)).count >= 3)
+        }
+    }
+}
+
+@Suite(.serialized)
+struct ReloadOnceTests {
+    /// A change applied by SIGHUP is not applied (and counted) again when the file watcher sees it.
+    @Test func aChangeIsAppliedOnceBySignalAndWatcherTogether() async throws {
+        try await TestSupport.withEmulators(2) { servers in
+            let path = NSTemporaryDirectory() + "cacheroute-reload-\(UUID().uuidString).yaml"
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            func write(_ count: Int) throws {
+                let replicas = servers.prefix(count).map { "  - {name: \($0.replica.settings.name), url: 'http://127.0.0.1:\($0.port)'}" }
+                try (["listen: 127.0.0.1:0", "admin_listen: 127.0.0.1:0", "reload: {watch_file: true, poll_interval: 100ms}", "replicas:"] + replicas)
+                    .joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            }
+            try write(1)
+            let router = try await RouterRuntime.start(config: try RouterConfiguration.load(path: path), configPath: path, logger: TestSupport.logger)
+            let watcher = Task { try? await router.reload?.run() }
+            try await Task.sleep(for: .milliseconds(300))
+            try write(2)
+            // What SIGHUP does, at once; the watcher polls right after.
+            #expect(router.reload?.reload(reason: "SIGHUP") == true)
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(router.state.fleet.replicas.count == 2)
+            let metrics = String(decoding: router.metrics.render(), as: UTF8.self)
+            #expect(metrics.contains(#"cacheroute_config_reloads_total{result="success"} 1"#), "\(metrics.split(separator: "\n").filter { $0.contains("reloads") })")
+            // A later change is still seen by the watcher alone.
+            try write(1)
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(router.state.fleet.replicas.count == 1)
+            watcher.cancel()
+            await router.stop()
         }
     }
 }
