@@ -133,7 +133,7 @@ def main():
             p.terminate()
 
     base = None
-    print("quiet tenant (4 workers, ~16 req/s, streamed 2.4k-token prompts), %g s per run" % args.seconds)
+    print("quiet tenant (4 workers, ~16 req/s, streamed ~800-token prompts), %g s per run" % args.seconds)
     print("%-10s %8s %8s %10s %10s %10s   %s" % ("run", "quiet", "failed", "p50 (ms)", "p99 (ms)", "p99 ratio", "noisy flood"))
     for name in ("alone", "limited", "unlimited"):
         quiet, noisy = results[name]
