@@ -35,7 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = [b"POST"] * 30 + [b"GET"] * 10 + [b"PUT", b"DELETE", b"OPTIONS", b"post", b"M-SEARCH", b"G@T", b"", b"PO\x00ST", b"GET\x7f"]
 TARGETS = [b"/v1/chat/completions"] * 30 + [
     b"/", b"/a?b=c&d", b"*", b"http://example.com/x", b"example.com:443", b"/a b", b"/\x7f", b"/%20", b"//x", b"/a#f",
-    b"", b"/\x80", b"/v1/\x01", b"?q",
+    b"", b"/\x80", b"/v1/\x01", b"?q", b"/v1/../admin/replicas", b"/./v1/models", b"/v1/%2e%2e/x", b"HTTP://Example.com:8080/v1/models?a",
+    b"http://example.com", b"https://h/v1/chat/completions",
 ]
 VERSIONS = [b"HTTP/1.1"] * 40 + [b"HTTP/1.0"] * 4 + [b"HTTP/2.0", b"HTTP/1.2", b"http/1.1", b"HTTP/1", b"HTTP/1.10", b"HTTP/01.1", b"HTTP/1.1 ", b"HTTP /1.1"]
 EOLS = [b"\r\n"] * 60 + [b"\n", b"\r", b"\r\r\n"]
@@ -210,9 +211,12 @@ EXPLANATIONS = [
     ("obs-fold", "h11 joins a field line that starts with whitespace to the one before (obsolete line folding); "
      "cacheroute refuses it (RFC 9112 5.2 lets a server refuse it; nginx and HAProxy do)",
      ours_says("obsolete line folding")),
-    ("target-form", "h11 accepts absolute-form, authority-form and other targets; cacheroute serves origin-form paths "
-     "(and '*') only: the APIs it fronts have nothing else",
-     ours_says("origin form")),
+    ("target-form", "h11 accepts authority-form and other targets; cacheroute serves origin-form paths, absolute "
+     "http(s) URLs with a path (RFC 9112 3.2.2) and '*' only: the APIs it fronts have nothing else",
+     ours_says("origin form", "absolute-form target needs")),
+    ("dot-segments", "cacheroute refuses '.' and '..' path segments (also as %2e): forwarded as they are, a server "
+     "behind may resolve them to a path the router never routed; h11 leaves paths to the application",
+     ours_says("dot-segments")),
     ("http-version", "cacheroute answers 505 to versions other than HTTP/1.0 and HTTP/1.1 (e.g. HTTP/1.2, HTTP/2.0 in "
      "an HTTP/1 request line); h11 reads any HTTP/x.y",
      ours_says("only HTTP/1.0 and HTTP/1.1 are served")),

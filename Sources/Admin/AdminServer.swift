@@ -64,7 +64,8 @@ final class AdminHandler: ChannelInboundHandler {
     let isReady: @Sendable () -> Bool
     var head: HTTPRequestHead?
     var body = ByteBuffer()
-    static let maxBody = 32 << 20
+    /// The body went past `limits.max_explain_body_bytes`: the rest is read and dropped, the answer is 413.
+    var bodyTooLarge = false
 
     init(state: RouterState, metrics: @escaping @Sendable () -> [UInt8], isReady: @escaping @Sendable () -> Bool) {
         self.state = state
@@ -77,11 +78,23 @@ final class AdminHandler: ChannelInboundHandler {
         case .head(let h):
             self.head = h
             self.body.clear()
+            self.bodyTooLarge = false
         case .body(var chunk):
-            if self.body.readableBytes + chunk.readableBytes <= Self.maxBody { self.body.writeBuffer(&chunk) }
+            guard !self.bodyTooLarge else { return }
+            if self.body.readableBytes + chunk.readableBytes <= self.state.config.limits.maxExplainBodyBytes {
+                self.body.writeBuffer(&chunk)
+            } else {
+                self.bodyTooLarge = true
+                self.body = ByteBuffer()
+            }
         case .end:
             guard let head = self.head else { return }
             self.head = nil
+            if self.bodyTooLarge {
+                let limit = self.state.config.limits.maxExplainBodyBytes
+                self.json(context, head, .payloadTooLarge, .object(["error": .string("the body exceeds limits.max_explain_body_bytes (\(limit) bytes)")]))
+                return
+            }
             self.route(context, head)
         }
     }

@@ -46,6 +46,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     var readingPaused = false
     /// The client's address, formatted once per connection.
     var remote: String?
+    /// The client is one of `trusted_proxies` (its forwarding fields are believed), as of `settingsVersion`.
+    var trustedPeer = false
     /// The replica's response head while the machine decides on it (a retry may be asked first).
     var responseHead: HTTP1Head?
 
@@ -92,6 +94,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         self.loop = loop
         loop.sweeper.register(self)
         self.remote = context.channel.remoteAddress?.ipAddress
+        self.trustedPeer = self.isTrusted(self.remote)
         self.armClient(self.settings.limits.headerTimeout)
     }
 
@@ -210,6 +213,11 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         }
     }
 
+    func isTrusted(_ remote: String?) -> Bool {
+        guard !self.settings.trustedProxies.isEmpty, let remote, let bytes = AddressRange.parseAddress(remote) else { return false }
+        return self.settings.trustedProxies.contains { $0.contains(bytes) }
+    }
+
     func newExchange(head: HTTP1Head?) -> Exchange {
         let id = head.flatMap(RequestID.fromClient) ?? self.loop?.requestIDs.next() ?? .generated(UInt64.random(in: .min ... .max))
         return Exchange(head: head, started: .now(), remote: self.remote, requestID: id)
@@ -219,6 +227,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if self.state.settingsVersion != self.settingsVersion {
             (self.settings, self.settingsVersion) = self.state.proxySettingsVersioned
             self.machine.settings = Self.machineSettings(self.settings)
+            self.trustedPeer = self.isTrusted(self.remote)
         }
         let x = self.newExchange(head: head)
         self.exchange = x
@@ -510,7 +519,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         ProxyHeads.upstreamRequest(
             head, endpoint: placement.endpoint, client: x.remote, requestID: x.requestID, bodyLength: length,
             reserve: coalesce ? length : opening.count, stripCredentials: access.apiKeys != nil && !access.forwardClientKey,
-            authorization: access.upstreamAuthorization, proto: self.settings.tls ? "https" : "http", into: &requestHead)
+            authorization: access.upstreamAuthorization, proto: self.settings.tls ? "https" : "http", trustForwarded: self.trustedPeer,
+            into: &requestHead)
         if !opening.isEmpty { requestHead.writeBytes(opening) }
         if coalesce {
             requestHead.writeImmutableBuffer(body)

@@ -14,10 +14,12 @@ enum ProxyHeads {
     ///   - reserve: room for bytes the caller appends (a small body sent in the same write).
     ///   - stripCredentials: drop the client's `Authorization` and `x-api-key` (the router checked them).
     ///   - authorization: the replicas' own `authorization` line, which replaces the client's.
+    ///   - trustForwarded: the client is a trusted proxy: its `X-Forwarded-For` is extended, its
+    ///     `X-Forwarded-Proto` and `Forwarded` kept; otherwise they are replaced (Forwarded dropped).
     ///   - out: where the head is appended (an empty buffer, usually a recycled one).
     static func upstreamRequest(
         _ head: HTTP1Head, endpoint: ReplicaEndpoint, client: String?, requestID: RequestID, bodyLength: Int, reserve: Int = 0,
-        stripCredentials: Bool = false, authorization: [UInt8]? = nil, proto: StaticString = "http",
+        stripCredentials: Bool = false, authorization: [UInt8]? = nil, proto: StaticString = "http", trustForwarded: Bool = true,
         into out: inout ByteBuffer
     ) {
         let prefix = endpoint.url?.pathPrefix ?? ""
@@ -43,10 +45,13 @@ enum ProxyHeads {
                     case .other, .contentType:
                         break
                     case .xForwardedProto:
+                        guard trustForwarded else { continue }
                         forwardedProto = true
                     case .xForwardedFor:
-                        forwardedFor = true
+                        forwardedFor = trustForwarded
                         continue
+                    case .forwarded:
+                        guard trustForwarded else { continue }
                     case .hopByHop, .contentLength, .transferEncoding, .host, .expect, .xRequestID:
                         continue
                     case .authorization:
@@ -62,7 +67,7 @@ enum ProxyHeads {
                 if client != nil || forwardedFor {
                     w.write("x-forwarded-for: ")
                     var first = true
-                    for field in head.fields where field.kind == .xForwardedFor {
+                    for field in head.fields where trustForwarded && field.kind == .xForwardedFor {
                         if !first { w.write(", ") }
                         first = false
                         w.write(UnsafeRawBufferPointer(rebasing: bytes[field.value]))

@@ -19,10 +19,13 @@ public struct ProxySettings: Sendable {
     public var access: AccessPolicy
     /// The data-plane listener speaks TLS (`X-Forwarded-Proto: https`).
     public var tls: Bool
+    /// Peers whose forwarding fields are believed.
+    public var trustedProxies: [AddressRange]
 
     init(_ config: RouterConfiguration, eventLoops: Int, access: AccessPolicy) {
         self.access = access
         self.tls = config.tls != nil
+        self.trustedProxies = config.trustedProxies
         self.keying = config.routing.keying
         self.upstream = config.upstream
         self.limits = config.limits

@@ -59,6 +59,8 @@ public struct HTTP1Head: Sendable {
         /// Credentials: `Authorization` and `x-api-key` (kept from replicas unless configured).
         case authorization
         case xAPIKey
+        /// `Forwarded` (RFC 7239).
+        case forwarded
     }
 
     /// The connection may carry another message after this one.
@@ -374,9 +376,59 @@ public struct HTTP1HeadParser: Sendable {
         let version = (j + 1)..<line.upperBound
         head.minorVersion = try Self.version(bytes, version)
         let first = bytes[targetStart]
-        guard first == UInt8(ascii: "/") || (first == UInt8(ascii: "*") && head.target.count == 1) else {
-            throw HTTP1ParseError(400, "the request target must be a path (origin form)")
+        if first != UInt8(ascii: "/"), !(first == UInt8(ascii: "*") && head.target.count == 1) {
+            // Absolute form (RFC 9112 3.2.2: a server must accept it): the path after the authority
+            // is the target from here on (the router sets Host for the replica in any case).
+            guard let scheme = Self.absoluteScheme(bytes, head.target) else {
+                throw HTTP1ParseError(400, "the request target must be a path (origin form) or an absolute http(s) URL")
+            }
+            var path = targetStart + scheme
+            while path < j, bytes[path] != UInt8(ascii: "/"), bytes[path] != UInt8(ascii: "?"), bytes[path] != UInt8(ascii: "#") { path += 1 }
+            guard path > targetStart + scheme, path < j, bytes[path] == UInt8(ascii: "/") else {
+                throw HTTP1ParseError(400, "an absolute-form target needs a host and a path")
+            }
+            head.target = path..<j
         }
+        try Self.refuseDotSegments(bytes, head.target)
+    }
+
+    /// The length of `http://` or `https://` (any case) at the start of `range`, if there.
+    static func absoluteScheme(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Int? {
+        for (literal, length) in [("http://", 7), ("https://", 8)] where range.count > length {
+            if zip(literal.utf8, bytes[range.lowerBound..<(range.lowerBound + length)]).allSatisfy({ $0 == HTTP1Head.lower($1) }) { return length }
+        }
+        return nil
+    }
+
+    /// A path with `.` or `..` segments (also percent-encoded: `%2e`) is refused: forwarded as it
+    /// is, a replica or a proxy behind may resolve it to a path the router never routed.
+    static func refuseDotSegments(_ bytes: UnsafeBufferPointer<UInt8>, _ target: Range<Int>) throws(HTTP1ParseError) {
+        var i = target.lowerBound
+        var segmentStart = i
+        var dots = 0
+        var other = false
+        func check() throws(HTTP1ParseError) {
+            if !other, dots == 1 || dots == 2, i > segmentStart { throw HTTP1ParseError(400, "dot-segments ('.' or '..') in the path are refused") }
+        }
+        while i < target.upperBound {
+            let b = bytes[i]
+            if b == UInt8(ascii: "?") || b == UInt8(ascii: "#") { break }
+            if b == UInt8(ascii: "/") {
+                try check()
+                segmentStart = i + 1
+                dots = 0
+                other = false
+            } else if b == UInt8(ascii: ".") {
+                dots += 1
+            } else if b == UInt8(ascii: "%"), i + 2 < target.upperBound, bytes[i + 1] == UInt8(ascii: "2"), HTTP1Head.lower(bytes[i + 2]) == UInt8(ascii: "e") {
+                dots += 1
+                i += 2
+            } else {
+                other = true
+            }
+            i += 1
+        }
+        try check()
     }
 
     static func statusLine(_ bytes: UnsafeBufferPointer<UInt8>, _ line: Range<Int>, into head: inout HTTP1Head) throws(HTTP1ParseError) {
@@ -508,7 +560,7 @@ public struct HTTP1HeadParser: Sendable {
         case 2: return eq("te") ? .hopByHop : .other
         case 4: return eq("host") ? .host : .other
         case 6: return eq("expect") ? .expect : .other
-        case 9: return eq("x-api-key") ? .xAPIKey : .other
+        case 9: return eq("x-api-key") ? .xAPIKey : eq("forwarded") ? .forwarded : .other
         case 7: return eq("trailer") || eq("upgrade") ? .hopByHop : .other
         case 10: return eq("connection") || eq("keep-alive") ? .hopByHop : .other
         case 12: return eq("content-type") ? .contentType : eq("x-request-id") ? .xRequestID : .other

@@ -82,7 +82,7 @@ struct ConfigParser {
         do {
             top = try root.mapping(allowed: [
                 "listen", "admin_listen", "threads", "replicas", "discovery", "routing", "upstream", "limits", "health", "logging",
-                "shutdown", "reload", "queue", "tls", "admin_tls", "auth", "tenants",
+                "shutdown", "reload", "queue", "tls", "admin_tls", "auth", "tenants", "trusted_proxies",
             ])
         } catch let error as ConfigError {
             self.errors.append(error)
@@ -118,6 +118,15 @@ struct ConfigParser {
         if let node = top["admin_tls"] { self.attempt { config.adminTLS = try Self.serverTLS(node) } }
         if let node = top["auth"] { self.attempt { config.auth = try Self.auth(node) } }
         if let node = top["tenants"] { self.attempt { config.tenants = try Self.tenants(node) } }
+        if let node = top["trusted_proxies"] {
+            self.attempt {
+                config.trustedProxies = try node.list().map { item in
+                    let text = try item.string()
+                    guard let range = AddressRange(text) else { throw item.error("expected an IP address or a CIDR range such as 10.0.0.0/8, got '\(text)'") }
+                    return range
+                }
+            }
+        }
         // The queue's fairness goes by the same tenant identity.
         config.queue.tenantHeader = config.tenants.header
         if let node = top["reload"] {
@@ -464,7 +473,7 @@ struct ConfigParser {
 
     static func limits(_ node: ConfigNode) throws -> LimitSettings {
         let m = try node.mapping(allowed: [
-            "max_body_bytes", "max_header_bytes", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
+            "max_body_bytes", "max_header_bytes", "max_connections", "header_timeout", "body_timeout", "idle_timeout", "max_explain_body_bytes",
         ])
         var l = LimitSettings()
         try m.read("max_body_bytes", into: &l.maxBodyBytes) { try $0.bytes(1024...(4 << 30)) }
@@ -473,6 +482,7 @@ struct ConfigParser {
         try m.read("header_timeout", into: &l.headerTimeout) { try $0.seconds(0.1...3600) }
         try m.read("body_timeout", into: &l.bodyTimeout) { try $0.seconds(0.1...86400) }
         try m.read("idle_timeout", into: &l.idleTimeout) { try $0.seconds(0.1...86400) }
+        try m.read("max_explain_body_bytes", into: &l.maxExplainBodyBytes) { try $0.bytes(1024...(4 << 30)) }
         return l
     }
 

@@ -34,6 +34,9 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var auth = AuthSettings()
     /// Tenant identity, isolation (`cache_salt`) and limits.
     public var tenants = TenantSettings()
+    /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` are believed (kept and
+    /// extended); from anyone else they are replaced by what the router saw.
+    public var trustedProxies: [AddressRange] = []
 
     /// Every file the configuration names (certificates, keys, tokens): a change to one is a
     /// change to the configuration.
@@ -131,6 +134,9 @@ public struct LimitSettings: Sendable, Equatable {
     public var bodyTimeout: Double = 60
     /// How long an idle keep-alive client connection stays open.
     public var idleTimeout: Double = 120
+    /// Largest body `POST /admin/explain` takes (413 beyond it): explaining is for one request
+    /// at a time, and the admin plane should not take data-plane sizes.
+    public var maxExplainBodyBytes: Int = 1 << 20
 
     public init() {}
 }

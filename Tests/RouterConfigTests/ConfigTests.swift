@@ -171,3 +171,28 @@ struct ConfigTests {
         #expect(errors.count == 3, "\(errors)")
     }
 }
+
+@Suite struct AddressRangeTests {
+    @Test func parsesAndMatches() throws {
+        let v4 = try #require(AddressRange("10.1.0.0/16"))
+        #expect(v4.contains([10, 1, 200, 3]) && !v4.contains([10, 2, 0, 1]))
+        // An IPv4-mapped IPv6 peer address counts as IPv4.
+        #expect(v4.contains([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 10, 1, 0, 9]))
+        let host = try #require(AddressRange("127.0.0.1"))
+        #expect(host.contains([127, 0, 0, 1]) && !host.contains([127, 0, 0, 2]) && host.description == "127.0.0.1")
+        let v6 = try #require(AddressRange("fd00::/8"))
+        #expect(v6.contains(AddressRange.parseAddress("fd12:3456::1")!) && !v6.contains(AddressRange.parseAddress("fe80::1")!))
+        #expect(AddressRange.parseAddress("::1") == [UInt8](repeating: 0, count: 15) + [1])
+        #expect(AddressRange.parseAddress("::ffff:10.0.0.1")?.suffix(4) == [10, 0, 0, 1])
+        #expect(try #require(AddressRange("0.0.0.0/0")).contains([8, 8, 8, 8]))
+        for bad in ["10.0.0.0/33", "10.0.0", "256.0.0.1", "fd00::/129", "1::2::3", "x", "10.0.0.1/", "::g"] {
+            #expect(AddressRange(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func trustedProxiesAreConfigured() throws {
+        let c = try RouterConfiguration.parse(yaml: "replicas: [{url: 'http://a:1'}]\ntrusted_proxies: [10.0.0.0/8, '::1', 192.168.1.7]\n", file: "t.yaml")
+        #expect(c.trustedProxies.map(\.description) == ["10.0.0.0/8", "0:0:0:0:0:0:0:1", "192.168.1.7"])
+        #expect(throws: ConfigErrors.self) { try RouterConfiguration.parse(yaml: "replicas: [{url: 'http://a:1'}]\ntrusted_proxies: [10.0.0.0/99]\n", file: "t.yaml") }
+    }
+}

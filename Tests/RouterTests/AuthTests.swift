@@ -171,6 +171,16 @@ struct AuthTests {
             #expect(try await get("/admin/replicas", nil) == 401)
             #expect(try await get("/admin/replicas", "admin-token-s3cre") == 401)
             #expect(try await get("/admin/replicas", "admin-token-s3cret") == 200)
+            // /admin/explain has its own body limit (limits.max_explain_body_bytes, 1 MiB).
+            func explain(_ body: String) async throws -> Int {
+                let request = HTTPClientRequest.post(
+                    host: "127.0.0.1", port: port, path: "/admin/explain", json: Array(body.utf8), headers: ["authorization": "Bearer admin-token-s3cret"])
+                return Int(try await TestSupport.client.execute(request, timeout: 10).status.code)
+            }
+            #expect(try await explain(chatBody(session: 1)) == 200)
+            let big = #"{"model":"m","messages":[{"role":"user","content":""# + String(repeating: "x", count: 2 << 20) + #""}]}"#
+            #expect(try await explain(big) == 413)
+            #expect(try await explain(chatBody(session: 2)) == 200, "the connection's next request is read normally")
             #expect(try await get("/metrics", nil) == 200)
             #expect(try await get("/healthz", nil) == 200)
             await router.stop()

@@ -94,3 +94,41 @@ import Testing
         #expect(error.description == "junk after a chunk size")
     }
 }
+
+/// Request targets: absolute form accepted (RFC 9112 3.2.2), dot-segments refused.
+@Suite struct RequestTargetTests {
+    static func target(_ target: String) -> Result<String, HTTP1ParseError> {
+        var parser = HTTP1HeadParser(kind: .request, maxBytes: 65536)
+        var buffer = ByteBuffer(string: "POST \(target) HTTP/1.1\r\nhost: r\r\n\r\n")
+        do {
+            guard let head = try parser.parse(&buffer) else { return .failure(HTTP1ParseError(0, "incomplete")) }
+            return .success(head.targetString)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    @Test(arguments: [
+        ("http://router.example/v1/chat/completions", "/v1/chat/completions"),
+        ("HTTPS://router.example:8443/v1/models?x=1", "/v1/models?x=1"),
+        ("/v1/chat/completions", "/v1/chat/completions"),
+        ("/a.b/...c/x.", "/a.b/...c/x."),
+        ("/v1/models?path=/../x", "/v1/models?path=/../x"),
+        ("*", "*"),
+    ])
+    func accepted(target: String, path: String) throws {
+        #expect(try Self.target(target).get() == path)
+    }
+
+    @Test(arguments: [
+        "/v1/../admin/replicas", "/./v1/models", "/v1/..", "/v1/%2e%2E/admin", "/v1/.%2e/x", "http://h/v1/../x", "http://host", "http://?x",
+        "ftp://h/x", "example.com:443", "v1/models",
+    ])
+    func refused(target: String) {
+        guard case .failure(let error) = Self.target(target) else {
+            Issue.record("accepted \(target)")
+            return
+        }
+        #expect(error.status == 400)
+    }
+}

@@ -103,6 +103,9 @@ import Testing
         let grace = try #require(Self.number(after: "terminationGracePeriodSeconds:", in: manifest))
         let preStop = try #require(Self.number(after: #"command: ["sleep", ""#, in: manifest))
         #expect(grace > preStop + config.shutdown.drainSeconds, "grace \(grace) s must cover preStop \(preStop) s + drain \(config.shutdown.drainSeconds) s")
+        // The admin port is reachable only by the scraper (a NetworkPolicy that names it).
+        let policy = try #require(manifest.components(separatedBy: "\n---\n").first { $0.contains("kind: NetworkPolicy") })
+        #expect(policy.contains("port: admin") && policy.contains("port: http") && policy.contains("namespaceSelector"))
         let headless = try Self.read("Deploy/kubernetes/vllm-headless.yaml")
         #expect(headless.contains("clusterIP: None"))
         #expect(headless.contains("port: \(config.discovery[0].port)"))

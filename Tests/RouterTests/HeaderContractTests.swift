@@ -113,11 +113,10 @@ struct HeaderContractTests {
                 + "connection: keep-alive, x-hop\r\nkeep-alive: timeout=5\r\nx-hop: secret\r\nx-end-to-end: kept\r\n\r\n\(body)"
         )
         let server = try await LoopbackServer.start { RecordingReplica.Handler(replica) }
-        let router = try await RouterRuntime.start(
-            config: testConfiguration([ReplicaSpec(name: "rec", url: "http://127.0.0.1:\(server.port)")]),
-            configPath: nil,
-            logger: TestSupport.logger
-        )
+        var config = testConfiguration([ReplicaSpec(name: "rec", url: "http://127.0.0.1:\(server.port)")])
+        // The test client is a trusted proxy here: its forwarding fields are kept and extended.
+        config.trustedProxies = [AddressRange("127.0.0.0/8")!]
+        let router = try await RouterRuntime.start(config: config, configPath: nil, logger: TestSupport.logger)
         do {
             let prompt = chatBody(session: 5)
             // Raw bytes: an HTTP client would set Connection itself.
@@ -157,5 +156,38 @@ struct HeaderContractTests {
         }
         await router.stop()
         await server.stop()
+    }
+
+    /// From a client that is not a trusted proxy, X-Forwarded-For, X-Forwarded-Proto and Forwarded
+    /// are what the router saw, whatever the client wrote; an absolute-form target reaches the
+    /// replica in origin form; dot-segments are refused before anything is forwarded.
+    @Test func untrustedForwardingFieldsAreReplacedAndTargetsAreOriginForm() async throws {
+        let body = #"{"ok":true}"#
+        let replica = RecordingReplica(response: "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
+        let server = try await LoopbackServer.start { RecordingReplica.Handler(replica) }
+        var config = testConfiguration([ReplicaSpec(name: "rec", url: "http://127.0.0.1:\(server.port)")])
+        config.trustedProxies = [AddressRange("10.0.0.0/8")!, AddressRange("fd00::/8")!]
+        let router = try await RouterRuntime.start(config: config, configPath: nil, logger: TestSupport.logger)
+        let prompt = chatBody(session: 6)
+        func send(_ target: String) async throws -> String {
+            let client = try await RawConnection.connect(port: router.proxy.port)
+            try await client.send(
+                "POST \(target) HTTP/1.1\r\nhost: router\r\ncontent-type: application/json\r\ncontent-length: \(prompt.utf8.count)\r\n"
+                    + "x-forwarded-for: 6.6.6.6\r\nx-forwarded-proto: https\r\nforwarded: for=6.6.6.6;proto=https\r\n\r\n" + prompt)
+            let text = try await client.wait { $0.hasSuffix("}") }
+            await client.close()
+            return text
+        }
+        #expect(try await send("http://router.example/v1/chat/completions").hasPrefix("HTTP/1.1 200 OK"))
+        #expect(try await send("/v1/../admin/replicas").hasPrefix("HTTP/1.1 400"))
+        await router.stop()
+        await server.stop()
+        let seen = replica.requests.withLockedValue { $0 }
+        #expect(seen.count == 1, "the dot-segment request reached no replica")
+        let first = try #require(seen.first)
+        #expect(first.head.hasPrefix("POST /v1/chat/completions HTTP/1.1\r\n"))
+        #expect(first.values("x-forwarded-for") == ["127.0.0.1"])
+        #expect(first.values("x-forwarded-proto") == ["http"])
+        #expect(first.values("forwarded").isEmpty)
     }
 }
