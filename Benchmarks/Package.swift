@@ -32,6 +32,13 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "NestingBench",
+            dependencies: [
+                "BenchTiming",
+                .product(name: "RoutingCore", package: root),
+            ]
+        ),
+        .executableTarget(
             name: "HeadFuzz",
             dependencies: [
                 .product(name: "HTTPTransport", package: root),

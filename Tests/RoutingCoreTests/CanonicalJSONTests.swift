@@ -80,3 +80,45 @@ struct CanonicalJSONTests {
         #expect(value.serialized == #"{"a":[1,2.5,"x\n",null,true],"b":{"c":-3}}"#)
     }
 }
+
+/// Canonical JSON of randomly nested objects, written with shuffled keys, repeated keys and
+/// whitespace, against a reference built from the values themselves.
+@Suite struct CanonicalJSONOrderTests {
+    struct Rng {
+        var state: UInt64
+        mutating func next(_ n: Int) -> Int {
+            self.state = self.state &* 6364136223846793005 &+ 1442695040888963407
+            return Int((self.state >> 33) % UInt64(n))
+        }
+    }
+
+    /// A random value: (a spelling of it, its canonical form).
+    static func value(_ r: inout Rng, depth: Int) -> (text: String, canonical: String) {
+        switch depth > 6 ? r.next(3) : r.next(6) {
+        case 0: let n = r.next(1000); return ("\(n)", "\(n)")
+        case 1: let s = "\"s\(r.next(50))\""; return (s, s)
+        case 2: let s = r.next(2) == 0 ? "true" : "null"; return (s, s)
+        case 3:
+            let count = r.next(4)
+            let items = (0..<count).map { _ in Self.value(&r, depth: depth + 1) }
+            return ("[ " + items.map(\.text).joined(separator: " , ") + " ]", "[" + items.map(\.canonical).joined(separator: ",") + "]")
+        default:
+            var members: [(key: String, value: (text: String, canonical: String))] = []
+            for _ in 0..<(1 + r.next(5)) { members.append(("k\(r.next(8))", Self.value(&r, depth: depth + 1))) }
+            // The last of a repeated key wins; canonical order is by key.
+            var last: [String: String] = [:]
+            for m in members { last[m.key] = m.value.canonical }
+            let canonical = "{" + last.keys.sorted().map { "\"\($0)\":\(last[$0]!)" }.joined(separator: ",") + "}"
+            return ("{ " + members.map { "\"\($0.key)\" : \($0.value.text)" }.joined(separator: " ,\n ") + " }", canonical)
+        }
+    }
+
+    @Test func shuffledRepeatedAndNestedKeysCanonicalizeLikeTheReference() throws {
+        var r = Rng(state: 42)
+        for _ in 0..<2000 {
+            let (text, canonical) = Self.value(&r, depth: 0)
+            let got = try CanonicalJSON.canonicalize(Array(text.utf8))
+            #expect(String(decoding: got, as: UTF8.self) == canonical, "\(text)")
+        }
+    }
+}
