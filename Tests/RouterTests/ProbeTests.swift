@@ -241,6 +241,46 @@ struct ProbeAndAdminTests {
         }
     }
 
+    /// A replica that restarts between two probes is ejected by its failed requests and never
+    /// probed down; the next good probe brings it back on trial, long before its 30 s ejection ends.
+    @Test func aQuicklyRestartedReplicaIsBackAtTheNextGoodProbe() async throws {
+        try await withRouter(2, config: { c, s in
+            c.health.interval = 0.5
+            c.health.timeout = 0.3
+            c.health.thresholds.failureThreshold = 100  // probes never mark it down here
+            c.health.thresholds.ejectAfterFailures = 1
+            c.health.thresholds.ejectionSeconds = 30
+            c.upstream.retryMinPerSecond = 1000
+            c.upstream.connectTimeout = 0.5
+        }) { router, servers in
+            let probes = Task { try? await router.probes.run() }
+            defer { probes.cancel() }
+            #expect(await eventually { router.probes.isReady })
+            let victim = servers[1]
+            let port = victim.port
+            await victim.stop()
+            // Requests routed to it fail over, and eject it.
+            for i in 0..<20 {
+                let body = #"{"model":"cacheroute-demo","max_tokens":1,"messages":[{"role":"user","content":"before \#(i)"}]}"#
+                #expect(try await TestSupport.post(router.proxy.port, "/v1/chat/completions", body).status == .ok)
+            }
+            #expect(router.state.fleet.routable[1] == false)
+            var settings = victim.replica.settings
+            settings.instant = true
+            let revived = try await EmulatorServer.start(settings: settings, port: port, logger: TestSupport.logger)
+            let started = ContinuousClock.now
+            #expect(await eventually(5) { router.state.fleet.routable[1] })
+            #expect(ContinuousClock.now - started < .seconds(5), "back within a few probe intervals, not after 30 s")
+            var servedByR2 = false
+            for session in 0..<30 where !servedByR2 {
+                let body = #"{"model":"cacheroute-demo","max_tokens":1,"messages":[{"role":"user","content":"after \#(session)"}]}"#
+                servedByR2 = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", body).headers["x-cacheroute-replica"].first == "r2"
+            }
+            #expect(servedByR2)
+            await revived.stop()
+        }
+    }
+
     @Test func metricsAndAdminEndpoints() async throws {
         try await withRouter(2, config: Self.fastProbes) { router, servers in
             let admin = try #require(router.admin?.port)

@@ -367,4 +367,35 @@ struct SpillAndHealthTests {
         h.request(success: true, now: 32, settings: settings)
         #expect(h.ejections == 0)
     }
+
+    /// Half-open: a good probe ends an ejection early, on trial; a failed trial ejects at once
+    /// (for the doubled length, with no early end this time); a good trial closes the circuit.
+    @Test func aGoodProbeEndsAnEjectionOnTrial() {
+        let settings = HealthSettings(ejectAfterFailures: 3, ejectionSeconds: 10, maxEjectionSeconds: 60)
+        var h = ReplicaHealth(state: .up)
+        for _ in 0..<3 { h.request(success: false, now: 0, settings: settings) }
+        #expect(!h.isRoutable(now: 1))
+        h.probe(success: true, now: 2, settings: settings)
+        #expect(h.isRoutable(now: 2) && h.trial, "back at the next good probe, 8 s early")
+        // The trial fails: ejected again at once, for 20 s, and probes do not end it early.
+        let ejectedAgain = h.request(success: false, now: 3, settings: settings)
+        #expect(ejectedAgain)
+        #expect(!h.isRoutable(now: 4) && !h.trial)
+        h.probe(success: true, now: 5, settings: settings)
+        #expect(!h.isRoutable(now: 5) && !h.isRoutable(now: 22))
+        #expect(h.isRoutable(now: 23))
+        // Served again: the run of ejections is over; the next one may end early again.
+        h.request(success: true, now: 24, settings: settings)
+        #expect(h.ejections == 0 && !h.earlyEndUsed)
+        for _ in 0..<3 { h.request(success: false, now: 30, settings: settings) }
+        h.probe(success: true, now: 31, settings: settings)
+        #expect(h.isRoutable(now: 31))
+        // A good trial request closes the circuit.
+        h.request(success: true, now: 32, settings: settings)
+        #expect(!h.trial && h.ejections == 0 && h.isRoutable(now: 32))
+        // A failed probe never ends an ejection.
+        for _ in 0..<3 { h.request(success: false, now: 40, settings: settings) }
+        h.probe(success: false, now: 41, settings: settings)
+        #expect(!h.isRoutable(now: 41))
+    }
 }

@@ -52,10 +52,11 @@ public struct FleetHealth: Sendable {
     public mutating func probe(_ name: String, success: Bool, error: String?, now: Double) -> (state: ReplicaHealth.State?, routabilityChanged: Bool) {
         guard var h = self.replicas[name] else { return (nil, false) }
         let before = h.isRoutable(now: now)
-        let changed = h.probe(success: success, error: error, settings: self.settings)
+        let changed = h.probe(success: success, error: error, now: now, settings: self.settings)
         self.replicas[name] = h
-        if changed { self.nextEjectionEnd = self.replicas.values.compactMap(\.ejectedUntil).filter { $0 > now }.min() }
-        return (changed ? h.state : nil, h.isRoutable(now: now) != before)
+        let routability = h.isRoutable(now: now) != before
+        if changed || routability { self.nextEjectionEnd = self.replicas.values.compactMap(\.ejectedUntil).filter { $0 > now }.min() }
+        return (changed ? h.state : nil, routability)
     }
 
     /// Whether an ejection has ended by `now` (a rebuild is due).

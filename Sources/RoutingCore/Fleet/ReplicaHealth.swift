@@ -48,6 +48,11 @@ public struct ReplicaHealth: Sendable, Equatable {
     /// Every ejection since start (for metrics; `ejections` counts the current run only).
     public private(set) var ejectionsTotal = 0
     public private(set) var lastError: String?
+    /// Half-open: a good probe ended an ejection early; the next failed request ejects the
+    /// replica again at once, the next good one closes the circuit.
+    public private(set) var trial = false
+    /// This run of ejections already had its early end (a failed trial waits out the next ejection).
+    public private(set) var earlyEndUsed = false
 
     public init(state: State = .unknown) {
         self.state = state
@@ -60,9 +65,17 @@ public struct ReplicaHealth: Sendable, Equatable {
         return true
     }
 
-    /// Feeds a probe result; returns true when the state changed.
+    /// Feeds a probe result; returns true when the state changed. A good probe while the replica
+    /// is ejected ends the ejection early, once per run of ejections, on trial (`trial`): a
+    /// replica that restarted within a probe interval is back at the next probe, not when its
+    /// ejection runs out.
     @discardableResult
-    public mutating func probe(success: Bool, error: String? = nil, settings: HealthSettings) -> Bool {
+    public mutating func probe(success: Bool, error: String? = nil, now: Double = -.infinity, settings: HealthSettings) -> Bool {
+        if success, let until = self.ejectedUntil, now < until, !self.earlyEndUsed, self.state != .down {
+            self.ejectedUntil = nil
+            self.trial = true
+            self.earlyEndUsed = true
+        }
         let before = self.state
         if success {
             self.consecutiveSuccesses += 1
@@ -93,7 +106,7 @@ public struct ReplicaHealth: Sendable, Equatable {
     /// Whether a successful request would change anything (the common case is no: then the
     /// proxy skips the write).
     public func successChangesState(now: Double) -> Bool {
-        self.requestFailures != 0 || self.ejectedUntil.map { now >= $0 } == true
+        self.requestFailures != 0 || self.trial || self.ejectedUntil.map { now >= $0 } == true
     }
 
     /// Feeds the outcome of a proxied request; returns true when this ejected the replica.
@@ -104,12 +117,21 @@ public struct ReplicaHealth: Sendable, Equatable {
             if let until = self.ejectedUntil, now >= until {
                 self.ejectedUntil = nil
                 self.ejections = 0
+                self.earlyEndUsed = false
+            }
+            if self.trial {
+                self.trial = false
+                self.ejections = 0
+                self.earlyEndUsed = false
             }
             return false
         }
         self.requestFailures += 1
         self.lastError = error ?? self.lastError
-        guard settings.ejectAfterFailures > 0, self.requestFailures >= settings.ejectAfterFailures else { return false }
+        // On trial, one failure is enough to eject it again.
+        let limit = self.trial ? 1 : settings.ejectAfterFailures
+        self.trial = false
+        guard settings.ejectAfterFailures > 0, self.requestFailures >= limit else { return false }
         if let until = self.ejectedUntil, now < until { return false }
         let length = min(settings.maxEjectionSeconds, settings.ejectionSeconds * Double(1 << min(self.ejections, 20)))
         self.ejectedUntil = now + length
