@@ -141,6 +141,12 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.run(self.machine.clientDeadline(buffered: (self.inbound?.readableBytes ?? 0) > 0))
         }
         guard let x = self.exchange, x.lease != nil else { return true }
+        if !self.machine.responseStarted, let placement = x.placement, self.loop?.unroutable.contains(placement.replicaName) == true {
+            // Down or ejected while this request waits for its answer (a hung replica): elsewhere.
+            x.detail = "\(placement.replicaName) left rotation before answering"
+            self.run(self.machine.replicaLost())
+            return true
+        }
         if !self.machine.responseStarted {
             if let deadline = x.firstByteDeadline, now >= deadline {
                 x.detail = "no response within upstream.first_byte_timeout"
@@ -538,7 +544,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     func retry(after outcome: AttemptOutcome) {
         guard let x = self.exchange, let current = x.placement else { return }
         x.failed.append(current.replicaName)
-        guard let next = self.state.retry(after: current, excluding: x.failed, keys: try? x.keys?.get()) else {
+        guard let next = self.state.retry(after: current, excluding: x.failed, keys: try? x.keys?.get(), budgeted: outcome != .replicaLost) else {
             self.run(self.machine.retryRefused())
             return
         }

@@ -17,6 +17,9 @@ final class LoopResources: @unchecked Sendable {
     let buffers = BufferRecycler()
     /// One timer for every deadline of the loop's connections.
     let sweeper: DeadlineSweeper
+    /// Replicas of the fleet out of rotation now (down or ejected): a request still waiting on
+    /// one goes elsewhere at the next sweep.
+    var unroutable: Set<String> = []
 
     init(loop: any EventLoop, makeTransport: (any EventLoop, FlushBatch) -> any UpstreamTransport) {
         self.loop = loop
@@ -49,10 +52,16 @@ final class LoopResourceRegistry: Sendable {
         }
     }
 
-    /// Closes idle connections to replicas that left, on every loop.
-    func prune(keeping endpoints: [ReplicaEndpoint]) {
+    /// A new fleet snapshot: idle connections to replicas that left are closed, and every loop
+    /// learns which replicas are out of rotation.
+    func fleetChanged(_ fleet: FleetSnapshot) {
+        let endpoints = fleet.endpoints
+        let unroutable = Set(fleet.replicas.indices.filter { !fleet.routable[$0] }.map { fleet.replicas[$0].name })
         for r in self.loops.withLockedValue({ Array($0.values) }) {
-            r.loop.execute { r.transport.prune(keeping: endpoints) }
+            r.loop.execute {
+                r.transport.prune(keeping: endpoints)
+                r.unroutable = unroutable
+            }
         }
     }
 }

@@ -52,7 +52,7 @@ public final class ProxyServer: Service, Sendable {
         }
         let proxy = ProxyServer(state: state, server: server, logger: logger, queueTimer: queueTimer)
         state.observe { fleet in
-            loops.prune(keeping: fleet.endpoints)
+            loops.fleetChanged(fleet)
         }
         logger.info(
             "serving",

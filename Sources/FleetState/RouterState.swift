@@ -269,9 +269,9 @@ public final class RouterState: Sendable {
 
 
     /// The next replica for a request whose attempt on `previous` failed before its first byte.
-    public func retry(after previous: Placement, excluding tried: [String], keys: RequestKeys?) -> Placement? {
+    public func retry(after previous: Placement, excluding tried: [String], keys: RequestKeys?, budgeted: Bool = true) -> Placement? {
         let now = self.now()
-        return self.update { $0.retry(after: previous, excluding: tried, keys: keys, now: now) }
+        return self.update { $0.retry(after: previous, excluding: tried, keys: keys, now: now, budgeted: budgeted) }
     }
 
     /// The same attempt once more on a fresh connection (a stale pooled one failed).

@@ -64,11 +64,11 @@ public final class EmulatedReplica: Sendable {
         Double((NIODeadline.now() - self.start).nanoseconds) / 1e9
     }
 
-    var faults: FaultPlan {
+    public var faults: FaultPlan {
         get { self.core.withLockedValue { $0.faults } }
     }
 
-    func setFaults(_ plan: FaultPlan) {
+    public func setFaults(_ plan: FaultPlan) {
         self.core.withLockedValue { $0.faults = plan }
     }
 

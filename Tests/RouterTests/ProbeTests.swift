@@ -281,6 +281,51 @@ struct ProbeAndAdminTests {
         }
     }
 
+    /// A replica that hangs (accepts, never answers) and then fails its probes: the requests
+    /// already waiting on it go to another replica as soon as it is marked down, not after
+    /// upstream.first_byte_timeout, and none fails.
+    @Test func requestsWaitingOnAHungReplicaGoElsewhereWhenItIsMarkedDown() async throws {
+        try await withRouter(2, config: { c, s in
+            Self.fastProbes(&c, s)
+            c.upstream.firstByteTimeout = 60
+        }) { router, servers in
+            let probes = Task { try? await router.probes.run() }
+            defer { probes.cancel() }
+            #expect(await eventually { router.probes.isReady })
+            var hang = servers[1].replica.faults
+            hang.mode = .hang
+            hang.probability = 1
+            servers[1].replica.setFaults(hang)
+            let hung = hang
+            let started = ContinuousClock.now
+            let results = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+                for i in 0..<16 {
+                    group.addTask {
+                        let body = #"{"model":"cacheroute-demo","max_tokens":2,"messages":[{"role":"user","content":"hung \#(i)"}]}"#
+                        let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", body, timeout: 30)
+                        return (Int(r.status.code), r.headers["x-cacheroute-replica"].first)
+                    }
+                }
+                group.addTask {
+                    // Requests are on it; then its health checks start failing too.
+                    try await Task.sleep(for: .milliseconds(400))
+                    var down = hung
+                    down.health = .fail
+                    servers[1].replica.setFaults(down)
+                    return (0, nil)
+                }
+                var all: [(Int, String?)] = []
+                for try await r in group where r.0 != 0 { all.append(r) }
+                return all
+            }
+            let elapsed = ContinuousClock.now - started
+            #expect(results.count == 16 && results.allSatisfy { $0.0 == 200 && $0.1 == "r1" }, "\(results)")
+            #expect(elapsed < .seconds(5), "waited \(elapsed), not the 60 s first-byte timeout")
+            let metrics = String(decoding: router.metrics.render(), as: UTF8.self)
+            #expect(metrics.contains(#"reason="replica_lost""#), "the moves are counted as retries")
+        }
+    }
+
     @Test func metricsAndAdminEndpoints() async throws {
         try await withRouter(2, config: Self.fastProbes) { router, servers in
             let admin = try #require(router.admin?.port)

@@ -22,6 +22,7 @@ import Testing
         case queueRefused(QueueRejection)
         case upstreamFailed
         case firstByteTimeout
+        case replicaLost
         case upstreamSilent
         case upstreamEnd
         case clientGone
@@ -55,6 +56,7 @@ import Testing
         case .queueRefused(let reason): m.queueRefused(reason)
         case .upstreamFailed: m.upstreamFailed()
         case .firstByteTimeout: m.firstByteTimeout()
+        case .replicaLost: m.replicaLost()
         case .upstreamSilent: m.upstreamSilent()
         case .upstreamEnd: m.upstreamEnd()
         case .clientGone: m.clientGone()
@@ -219,6 +221,11 @@ import Testing
             action: .endMidStream(.gatewayTimeout, sseEvent: true, close: false, endAttempt: .timeout), phase: .idle),
         Case(name: "silence before the head is not the idle timeout", events: [.head(post), .placed, .connected(reused: false), .upstreamSilent], action: .none, phase: .working),
         Case(name: "a first-byte timeout after the head means nothing", events: streaming + [.firstByteTimeout], action: .none, phase: .working),
+        Case(
+            name: "a replica lost while waiting for the head: retried elsewhere", events: [.head(post), .placed, .connected(reused: false), .replicaLost],
+            action: .retry(.replicaLost), phase: .working),
+        Case(name: "a replica lost while connecting: retried too", events: [.head(post), .placed, .replicaLost], action: .retry(.replicaLost), phase: .working),
+        Case(name: "a replica lost once its answer streams: nothing (bytes went out)", events: streaming + [.replicaLost], action: .none, phase: .working),
         Case(name: "a second head is ignored", events: streaming + [.upstreamHead(status: 200)], action: .none, phase: .working),
 
         // The client.

@@ -349,6 +349,16 @@ public struct ExchangeMachine: Sendable {
         return self.respond(outcome == .timeout ? .gatewayTimeout : .badGateway, close: false, endAttempt: outcome)
     }
 
+    /// The replica left rotation (probed down or ejected) before it answered: if nothing went to
+    /// the client yet, the request goes elsewhere.
+    public mutating func replicaLost() -> Action {
+        guard self.phase == .working else { return .none }
+        switch self.attempt {
+        case .awaitingHead, .connecting: return self.failedBeforeHead(.replicaLost)
+        case .none, .retrying, .queued, .streaming: return .none
+        }
+    }
+
     /// No response head within the first-byte deadline.
     public mutating func firstByteTimeout() -> Action {
         guard self.phase == .working, case .awaitingHead = self.attempt else { return .none }

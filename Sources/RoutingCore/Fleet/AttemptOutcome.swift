@@ -15,12 +15,15 @@ public enum AttemptOutcome: Sendable, Hashable {
     /// A pooled keep-alive connection the replica had already closed: says nothing about it
     /// either (the request goes once more on a fresh connection to the same replica).
     case staleConnection
+    /// Its replica left rotation (probed down or ejected) while the request waited for the
+    /// answer's head: it goes elsewhere (the replica's health already says what this would).
+    case replicaLost
 
     /// Whether this outcome counts against the replica (passive outlier detection).
     public var isFailure: Bool {
         switch self {
         case .connectFailure, .serverError, .timeout, .brokenStream: true
-        case .success, .clientGone, .staleConnection: false
+        case .success, .clientGone, .staleConnection, .replicaLost: false
         }
     }
 
@@ -34,6 +37,7 @@ public enum AttemptOutcome: Sendable, Hashable {
         case .brokenStream: "broken_stream"
         case .clientGone: "client_gone"
         case .staleConnection: "stale_connection"
+        case .replicaLost: "replica_lost"
         }
     }
 }

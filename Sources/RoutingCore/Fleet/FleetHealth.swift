@@ -38,7 +38,7 @@ public struct FleetHealth: Sendable {
             h.request(success: true, now: now, settings: self.settings)
             self.replicas[name] = h
             return false
-        case .clientGone, .staleConnection:
+        case .clientGone, .staleConnection, .replicaLost:
             return false
         case .connectFailure, .serverError, .timeout, .brokenStream:
             let ejected = h.request(success: false, error: outcome.kind, now: now, settings: self.settings)

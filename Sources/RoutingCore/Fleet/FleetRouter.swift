@@ -212,7 +212,9 @@ public struct FleetRouter: Sendable {
     /// Where a request goes after its attempt on `previous` failed before the first byte: the next
     /// candidate of the original decision (then the ring) that is routable now and was not tried
     /// (`excluding`, by name), if the retry budget allows.
-    public mutating func retry(after previous: Placement, excluding tried: [String], keys: RequestKeys?, now: Double) -> Placement? {
+    /// - budgeted: the retry spends the retry budget (not when the attempt was abandoned because
+    ///   its replica left rotation: that moves a request, it adds no load).
+    public mutating func retry(after previous: Placement, excluding tried: [String], keys: RequestKeys?, now: Double, budgeted: Bool = true) -> Placement? {
         let fleet = self.fleet
         let origin = previous.fleet
         let order = previous.decision.retryOrder(in: origin, model: keys?.model)
@@ -223,7 +225,7 @@ public struct FleetRouter: Sendable {
             next = index
             break
         }
-        guard let next, self.retries.withdraw() else { return nil }
+        guard let next, !budgeted || self.retries.withdraw() else { return nil }
         guard previous.ticket.counted else {
             return Placement(decision: previous.decision, replica: next, ticket: .uncounted(replicaID: fleet.ids[next], now: now), fleet: fleet)
         }
