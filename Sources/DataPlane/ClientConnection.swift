@@ -147,6 +147,12 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.run(self.machine.replicaLost())
             return true
         }
+        if !self.machine.responseStarted, let deadline = x.stallDeadline, now >= deadline {
+            x.stallDeadline = nil
+            x.detail = "\(x.placement?.replicaName ?? "the replica") sent nothing within its stall deadline (upstream.stall_factor)"
+            self.run(self.machine.stalled())
+            return true
+        }
         if !self.machine.responseStarted {
             if let deadline = x.firstByteDeadline, now >= deadline {
                 x.detail = "no response within upstream.first_byte_timeout"
@@ -538,6 +544,12 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         let now = NIODeadline.now()
         x.sentAt = now
         x.firstByteDeadline = now + .nanoseconds(Int64(self.settings.upstream.firstByteTimeout * 1e9))
+        x.stallDeadline = nil
+        if case .success(let keys)? = x.keys, keys.stream, let seconds = placement.stallSeconds(self.settings.upstream.stall),
+            seconds < self.settings.upstream.firstByteTimeout
+        {
+            x.stallDeadline = now + .nanoseconds(Int64(seconds * 1e9))
+        }
     }
 
     /// Asks the routing core for another replica (`.retry`).

@@ -31,6 +31,8 @@ final class Exchange {
     var firstByteAt: NIODeadline?
     var firstBodyAt: NIODeadline?
     var firstByteDeadline: NIODeadline?
+    /// A streamed request: when its attempt, still without an answer, is taken as stalled.
+    var stallDeadline: NIODeadline?
     var lastActivity: NIODeadline
     var usage = UsageScanner()
     var summary: RequestSummary

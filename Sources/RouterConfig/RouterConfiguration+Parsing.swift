@@ -390,7 +390,7 @@ struct ConfigParser {
     static func upstream(_ node: ConfigNode) throws -> UpstreamSettings {
         let m = try node.mapping(allowed: [
             "connect_timeout", "first_byte_timeout", "idle_timeout", "retries", "retry_budget", "retry_min_per_second",
-            "max_connections_per_replica", "keepalive", "max_response_head_bytes", "tls", "api_key_file",
+            "max_connections_per_replica", "keepalive", "max_response_head_bytes", "tls", "api_key_file", "stall_factor", "stall_min",
         ])
         var u = UpstreamSettings()
         try m.read("connect_timeout", into: &u.connectTimeout) { try $0.seconds(0.01...600) }
@@ -403,6 +403,8 @@ struct ConfigParser {
         try m.read("keepalive", into: &u.keepAliveSeconds) { try $0.seconds(0...86400) }
         try m.read("max_response_head_bytes", into: &u.maxResponseHeadBytes) { try $0.bytes(1024...(16 << 20)) }
         if let n = m["api_key_file"] { u.apiKeyFile = try n.string() }
+        try m.read("stall_factor", into: &u.stall.factor) { try $0.double(0...1000) }
+        try m.read("stall_min", into: &u.stall.minimumSeconds) { try $0.seconds(0.1...86400) }
         if let n = m["tls"] {
             let t = try n.mapping(allowed: ["ca_file", "cert_file", "key_file", "server_name", "dangerously_skip_verification"])
             if let f = t["ca_file"] { u.tls.caFile = try f.string() }

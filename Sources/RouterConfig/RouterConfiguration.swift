@@ -114,6 +114,9 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var keepAliveSeconds: Double = 60
     /// Largest response head accepted from a replica; a larger one fails the attempt.
     public var maxResponseHeadBytes: Int = 64 << 10
+    /// When a streamed request whose replica has not answered is taken as stalled and retried
+    /// elsewhere (`stall_factor` times its predicted time to first token, at least `stall_min`).
+    public var stall = StallSettings()
     /// How `https://` replicas are verified (system trust store by default).
     public var tls = ClientTLSSettings()
     /// A file holding the key the replicas require (vLLM's `--api-key`), sent as

@@ -14,6 +14,7 @@ import FleetState
 import ReplicaProbes
 import Telemetry
 import RoutingCore
+import NIOCore
 import Testing
 
 func fixture(_ name: String) throws -> String {
@@ -324,6 +325,48 @@ struct ProbeAndAdminTests {
             let metrics = String(decoding: router.metrics.render(), as: UTF8.self)
             #expect(metrics.contains(#"reason="replica_lost""#), "the moves are counted as retries")
         }
+    }
+
+    /// Replicas that hang with healthy probes: one emulated (accepts, never answers) and a
+    /// blackhole (accepts the connection, reads nothing). A streamed request on either is stalled
+    /// after its deadline and answered by the healthy replica; none fails.
+    @Test func streamedRequestsOnAHungReplicaWithHealthyProbesMoveAfterTheirStallDeadline() async throws {
+        final class Blackhole: ChannelInboundHandler, Sendable {
+            typealias InboundIn = ByteBuffer
+            func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+        }
+        let blackhole = try await LoopbackServer.start { Blackhole() }
+        try await TestSupport.withEmulators(2) { servers in
+            var hang = servers[1].replica.faults
+            hang.mode = .hang
+            hang.probability = 1
+            servers[1].replica.setFaults(hang)
+            var c = testConfiguration(
+                servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }
+                    + [ReplicaSpec(name: "hole", url: "http://127.0.0.1:\(blackhole.port)")])
+            c.upstream.stall = StallSettings(factor: 4, minimumSeconds: 0.5)
+            c.upstream.firstByteTimeout = 60
+            c.health.thresholds.ejectAfterFailures = 0  // placement alone, no ejection, keeps sending some there
+            let router = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
+            let started = ContinuousClock.now
+            let results = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+                for i in 0..<12 {
+                    group.addTask {
+                        let body = #"{"model":"cacheroute-demo","max_tokens":2,"stream":true,"messages":[{"role":"user","content":"stall \#(i)"}]}"#
+                        let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", body, timeout: 30)
+                        return (Int(r.status.code), r.headers["x-cacheroute-replica"].first)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let elapsed = ContinuousClock.now - started
+            #expect(results.allSatisfy { $0.0 == 200 && $0.1 == "r1" }, "\(results)")
+            #expect(elapsed < .seconds(5), "\(elapsed)")
+            let metrics = String(decoding: router.metrics.render(), as: UTF8.self)
+            #expect(metrics.contains(#"reason="stalled""#))
+            await router.stop()
+        }
+        await blackhole.stop()
     }
 
     @Test func metricsAndAdminEndpoints() async throws {

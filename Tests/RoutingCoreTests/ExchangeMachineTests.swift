@@ -23,6 +23,7 @@ import Testing
         case upstreamFailed
         case firstByteTimeout
         case replicaLost
+        case stalled
         case upstreamSilent
         case upstreamEnd
         case clientGone
@@ -57,6 +58,7 @@ import Testing
         case .upstreamFailed: m.upstreamFailed()
         case .firstByteTimeout: m.firstByteTimeout()
         case .replicaLost: m.replicaLost()
+        case .stalled: m.stalled()
         case .upstreamSilent: m.upstreamSilent()
         case .upstreamEnd: m.upstreamEnd()
         case .clientGone: m.clientGone()
@@ -226,6 +228,13 @@ import Testing
             action: .retry(.replicaLost), phase: .working),
         Case(name: "a replica lost while connecting: retried too", events: [.head(post), .placed, .replicaLost], action: .retry(.replicaLost), phase: .working),
         Case(name: "a replica lost once its answer streams: nothing (bytes went out)", events: streaming + [.replicaLost], action: .none, phase: .working),
+        Case(
+            name: "a stalled replica: retried elsewhere", events: [.head(post), .placed, .connected(reused: false), .stalled],
+            action: .retry(.stalled), phase: .working),
+        Case(
+            name: "stalled with no retry left: 504", events: [.head(post), .placed, .connected(reused: false), .stalled, .retryRefused],
+            action: .respond(.gatewayTimeout, close: false, endAttempt: .stalled), phase: .idle),
+        Case(name: "a stall once the answer streams means nothing", events: streaming + [.stalled], action: .none, phase: .working),
         Case(name: "a second head is ignored", events: streaming + [.upstreamHead(status: 200)], action: .none, phase: .working),
 
         // The client.

@@ -316,7 +316,7 @@ public struct ExchangeMachine: Sendable {
             return self.forward(head)
         }
         self.attempt = .none
-        return self.respond(outcome == .timeout ? .gatewayTimeout : .badGateway, close: false, endAttempt: outcome)
+        return self.respond(outcome == .timeout || outcome == .stalled ? .gatewayTimeout : .badGateway, close: false, endAttempt: outcome)
     }
 
     /// The connection to the replica failed (reset, closed, malformed answer).
@@ -346,7 +346,7 @@ public struct ExchangeMachine: Sendable {
             return .retry(outcome)
         }
         self.attempt = .none
-        return self.respond(outcome == .timeout ? .gatewayTimeout : .badGateway, close: false, endAttempt: outcome)
+        return self.respond(outcome == .timeout || outcome == .stalled ? .gatewayTimeout : .badGateway, close: false, endAttempt: outcome)
     }
 
     /// The replica left rotation (probed down or ejected) before it answered: if nothing went to
@@ -357,6 +357,13 @@ public struct ExchangeMachine: Sendable {
         case .awaitingHead, .connecting: return self.failedBeforeHead(.replicaLost)
         case .none, .retrying, .queued, .streaming: return .none
         }
+    }
+
+    /// A streamed request's replica did not answer within its stall deadline: retried elsewhere
+    /// when retries allow, else 504.
+    public mutating func stalled() -> Action {
+        guard self.phase == .working, case .awaitingHead = self.attempt else { return .none }
+        return self.failedBeforeHead(.stalled)
     }
 
     /// No response head within the first-byte deadline.

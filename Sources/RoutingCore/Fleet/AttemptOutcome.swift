@@ -18,11 +18,14 @@ public enum AttemptOutcome: Sendable, Hashable {
     /// Its replica left rotation (probed down or ejected) while the request waited for the
     /// answer's head: it goes elsewhere (the replica's health already says what this would).
     case replicaLost
+    /// A streamed request's replica sent no answer within its stall deadline (a few times the
+    /// time to first token its learned speed predicted): a hung replica.
+    case stalled
 
     /// Whether this outcome counts against the replica (passive outlier detection).
     public var isFailure: Bool {
         switch self {
-        case .connectFailure, .serverError, .timeout, .brokenStream: true
+        case .connectFailure, .serverError, .timeout, .brokenStream, .stalled: true
         case .success, .clientGone, .staleConnection, .replicaLost: false
         }
     }
@@ -38,6 +41,7 @@ public enum AttemptOutcome: Sendable, Hashable {
         case .clientGone: "client_gone"
         case .staleConnection: "stale_connection"
         case .replicaLost: "replica_lost"
+        case .stalled: "stalled"
         }
     }
 }

@@ -40,7 +40,7 @@ public struct FleetHealth: Sendable {
             return false
         case .clientGone, .staleConnection, .replicaLost:
             return false
-        case .connectFailure, .serverError, .timeout, .brokenStream:
+        case .connectFailure, .serverError, .timeout, .brokenStream, .stalled:
             let ejected = h.request(success: false, error: outcome.kind, now: now, settings: self.settings)
             self.replicas[name] = h
             if ejected, let until = h.ejectedUntil { self.nextEjectionEnd = min(self.nextEjectionEnd ?? until, until) }

@@ -21,3 +21,27 @@ public final class Placement: @unchecked Sendable {
     public var endpoint: ReplicaEndpoint { self.fleet.endpoints[self.replica] }
     public var replicaName: String { self.fleet.endpoints[self.replica].name }
 }
+
+/// When a streamed request whose replica has not answered is taken as stalled (`upstream.stall_*`).
+public struct StallSettings: Sendable, Equatable {
+    /// Times the predicted time to first token; 0: never (only `upstream.first_byte_timeout`).
+    public var factor: Double
+    /// Never sooner than this.
+    public var minimumSeconds: Double
+
+    public init(factor: Double = 4, minimumSeconds: Double = 5) {
+        self.factor = factor
+        self.minimumSeconds = minimumSeconds
+    }
+}
+
+extension Placement {
+    /// Seconds after which this attempt of a streamed request, without an answer, is stalled: a
+    /// few times the time to first token the decision predicted for its replica (its queue and
+    /// the uncached prefill at its learned speed), at least `minimumSeconds`. Nil when off.
+    public func stallSeconds(_ settings: StallSettings) -> Double? {
+        guard settings.factor > 0 else { return nil }
+        let predicted = self.decision.candidates.first { $0.replica == self.replica }?.predictedFirstTokenSeconds ?? 0
+        return max(settings.minimumSeconds, settings.factor * (predicted.isFinite ? predicted : 0))
+    }
+}

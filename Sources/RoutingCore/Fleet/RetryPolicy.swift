@@ -40,7 +40,7 @@ public struct RetryPolicy: Sendable {
     public static func allows(_ outcome: AttemptOutcome, attempts: Int, settings: RetrySettings) -> Bool {
         guard attempts <= settings.retries else { return false }
         switch outcome {
-        case .connectFailure, .serverError, .replicaLost: return true
+        case .connectFailure, .serverError, .replicaLost, .stalled: return true
         case .success, .timeout, .brokenStream, .clientGone, .staleConnection: return false
         }
     }
