@@ -141,16 +141,19 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.run(self.machine.clientDeadline(buffered: (self.inbound?.readableBytes ?? 0) > 0))
         }
         guard let x = self.exchange, x.lease != nil else { return true }
-        if !self.machine.responseStarted, let placement = x.placement, self.loop?.unroutable.contains(placement.replicaName) == true {
+        // Nothing reached the client yet: no head, or an event stream's head still held for its
+        // first event (vLLM sends that head before the first token).
+        let unsent = !self.machine.responseStarted || (x.heldHead != nil && x.plan?.isSSE == true)
+        if unsent, let placement = x.placement, self.loop?.unroutable.contains(placement.replicaName) == true {
             // Down or ejected while this request waits for its answer (a hung replica): elsewhere.
             x.detail = "\(placement.replicaName) left rotation before answering"
-            self.run(self.machine.replicaLost())
+            self.abandon(x, .replicaLost)
             return true
         }
-        if !self.machine.responseStarted, let deadline = x.stallDeadline, now >= deadline {
+        if unsent, let deadline = x.stallDeadline, now >= deadline {
             x.stallDeadline = nil
             x.detail = "\(x.placement?.replicaName ?? "the replica") sent nothing within its stall deadline (upstream.stall_factor)"
-            self.run(self.machine.stalled())
+            self.abandon(x, .stalled)
             return true
         }
         if !self.machine.responseStarted {
@@ -162,6 +165,30 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.run(self.machine.upstreamSilent())
         }
         return true
+    }
+
+    /// Gives up the current attempt, which sent nothing to the client, for `outcome`: an answer
+    /// begun (a held event-stream head) is forgotten, then the machine retries or answers.
+    func abandon(_ x: Exchange, _ outcome: AttemptOutcome) {
+        guard self.machine.responseStarted else {
+            self.run(outcome == .replicaLost ? self.machine.replicaLost() : self.machine.stalled())
+            return
+        }
+        if let head = x.heldHead {
+            x.heldHead = nil
+            self.loop?.buffers.give(head)
+        }
+        x.plan = nil
+        x.events = SSEEventBuffer()
+        let anthropic = x.usage.anthropic
+        x.usage = UsageScanner()
+        x.usage.anthropic = anthropic
+        x.firstByteAt = nil
+        x.firstBodyAt = nil
+        x.summary.status = 0
+        x.summary.streamed = false
+        x.summary.responseBytes = 0
+        self.run(self.machine.abandonUnsentAnswer(outcome))
     }
 
     // MARK: - Reading the request
@@ -662,7 +689,9 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                 x.firstBytePending = false
                 self.state.firstByte(&placement.ticket)
             }
-            self.releaseHead(context, x)
+            // An event stream's head waits for its first event (it goes out with it, so the client
+            // sees no later first token): until then a hung replica's request can still move.
+            if x.plan?.isSSE != true { self.releaseHead(context, x) }
         }
         self.flush(context)
     }
@@ -830,6 +859,9 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             return .badGateway("replica \(replica) failed (\(x.detail ?? "connection lost")) after \(self.machine.attempts) attempt(s)")
         case .gatewayTimeout:
             if self.machine.responseStarted { return .gatewayTimeout("no data from the replica for \(Int(self.settings.upstream.idleTimeout)) s") }
+            if let detail = x.detail, x.summary.upstreamErrors.last == AttemptOutcome.stalled.kind {
+                return .gatewayTimeout("\(detail), after \(self.machine.attempts) attempt(s)")
+            }
             return .gatewayTimeout("replica \(replica) did not answer within \(Int(self.settings.upstream.firstByteTimeout)) s")
         case .overloaded(let reason):
             return .overloaded(reason, retryAfter: x.retryAfter ?? 1)

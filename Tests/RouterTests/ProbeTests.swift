@@ -335,7 +335,17 @@ struct ProbeAndAdminTests {
             typealias InboundIn = ByteBuffer
             func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
         }
+        /// Answers an event stream's head at once (as vLLM does, before the first token), then nothing.
+        final class HeadThenHang: ChannelInboundHandler, Sendable {
+            typealias InboundIn = ByteBuffer
+            typealias OutboundOut = ByteBuffer
+            func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: head)), promise: nil)
+            }
+        }
         let blackhole = try await LoopbackServer.start { Blackhole() }
+        let headOnly = try await LoopbackServer.start { HeadThenHang() }
         try await TestSupport.withEmulators(2) { servers in
             var hang = servers[1].replica.faults
             hang.mode = .hang
@@ -343,17 +353,21 @@ struct ProbeAndAdminTests {
             servers[1].replica.setFaults(hang)
             var c = testConfiguration(
                 servers.map { ReplicaSpec(name: $0.replica.settings.name, url: "http://127.0.0.1:\($0.port)") }
-                    + [ReplicaSpec(name: "hole", url: "http://127.0.0.1:\(blackhole.port)")])
+                    + [ReplicaSpec(name: "hole", url: "http://127.0.0.1:\(blackhole.port)"), ReplicaSpec(name: "head", url: "http://127.0.0.1:\(headOnly.port)")])
             c.upstream.stall = StallSettings(factor: 4, minimumSeconds: 0.5)
             c.upstream.firstByteTimeout = 60
+            c.upstream.retries = 3  // three of the four replicas hang: a request may meet each
+            c.upstream.retryMinPerSecond = 1000
             c.health.thresholds.ejectAfterFailures = 0  // placement alone, no ejection, keeps sending some there
             let router = try await RouterRuntime.start(config: c, configPath: nil, logger: TestSupport.logger)
             let started = ContinuousClock.now
             let results = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
-                for i in 0..<12 {
+                for i in 0..<16 {
                     group.addTask {
                         let body = #"{"model":"cacheroute-demo","max_tokens":2,"stream":true,"messages":[{"role":"user","content":"stall \#(i)"}]}"#
                         let r = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", body, timeout: 30)
+                        // The answer is r1's whole stream, not the held head of the one that hung.
+                        #expect(r.bodyText.contains("data: [DONE]"), "\(r.bodyText)")
                         return (Int(r.status.code), r.headers["x-cacheroute-replica"].first)
                     }
                 }
@@ -364,9 +378,11 @@ struct ProbeAndAdminTests {
             #expect(elapsed < .seconds(5), "\(elapsed)")
             let metrics = String(decoding: router.metrics.render(), as: UTF8.self)
             #expect(metrics.contains(#"reason="stalled""#))
+            #expect(metrics.contains(#"cacheroute_retries_total{replica="head",reason="stalled"}"#), "the held event-stream head was given up too")
             await router.stop()
         }
         await blackhole.stop()
+        await headOnly.stop()
     }
 
     @Test func metricsAndAdminEndpoints() async throws {

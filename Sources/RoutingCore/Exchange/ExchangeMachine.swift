@@ -359,6 +359,15 @@ public struct ExchangeMachine: Sendable {
         }
     }
 
+    /// The replica's answer began (its head came) but nothing of it reached the client yet (a
+    /// Server-Sent Events head waits for the first event), and the attempt is given up for
+    /// `outcome` (`.stalled`, `.replicaLost`): as if no head had come, the request may go elsewhere.
+    public mutating func abandonUnsentAnswer(_ outcome: AttemptOutcome) -> Action {
+        guard self.phase == .working, self.attempt == .streaming else { return .none }
+        self.response = nil
+        return self.failedBeforeHead(outcome)
+    }
+
     /// A streamed request's replica did not answer within its stall deadline: retried elsewhere
     /// when retries allow, else 504.
     public mutating func stalled() -> Action {
