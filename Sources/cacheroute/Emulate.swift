@@ -108,7 +108,7 @@ struct Emulate: AsyncParsableCommand {
         var logger = Logger(label: "cacheroute.emulator")
         logger.logLevel = .info
         let server = try await EmulatorServer.start(settings: settings, host: self.host, port: self.port, tls: tls, logger: logger)
-        print("emulated replica \(self.name) listening on \(tls == nil ? "http" : "https")://\(self.host):\(server.port)")
+        print("emulated replica \(self.name) listening on \(self.host):\(server.port)\(tls == nil ? "" : " (HTTPS)")")
         let group = ServiceGroup(
             configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )

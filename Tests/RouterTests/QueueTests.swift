@@ -94,7 +94,7 @@ struct QueueTests {
             #expect(try await eventually(10) { router.state.queueReport(drain: false).depth == 1 })
             // The client goes away: its connection closes while the request waits.
             waiting.cancel()
-            try await eventually(10) { router.state.queueReport(drain: false).depth == 0 }
+            _ = await eventually(10) { router.state.queueReport(drain: false).depth == 0 }
             #expect(router.state.queueReport(drain: false).depth == 0)
             #expect(try await first.value.status == .ok)
             try await Task.sleep(for: .milliseconds(300))
