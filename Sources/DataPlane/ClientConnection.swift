@@ -352,7 +352,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                 return
             }
         }
-        let tenant = authenticated ?? queue.tenant(keys: nil, header: lookup)
+        // The header is read only when something asks (the queue reads it itself when a request waits).
+        let tenant = access.usesTenants ? authenticated ?? queue.tenant(keys: nil, header: lookup) : ""
         x.summary.tenant = access.label(tenant)
         let keys: Result<RequestKeys, KeyError>
         var uncounted = false
@@ -406,7 +407,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             keys = .failure(KeyError(.invalidField, "\(x.summary.path) is routed without keys"))
         }
         x.keys = keys
-        if let (exceeded, wait) = access.admit(tenant: tenant, promptTokens: x.summary.promptTokensEstimate ?? 0, now: self.state.now()) {
+        if access.usesTenants, let (exceeded, wait) = access.admit(tenant: tenant, promptTokens: x.summary.promptTokensEstimate ?? 0, now: self.state.now()) {
             self.answer(x, ProxyError.rateLimited(tenant: authenticated ?? tenant, exceeded, retryAfter: max(1, Int(wait.rounded(.up)))))
             return
         }

@@ -26,6 +26,9 @@ public final class AccessPolicy: Sendable {
     public let upstreamTLS: ClientTLS?
     /// Token buckets per tenant; nil when no tenant has a limit.
     let limiter: NIOLockedValueBox<TenantLimiter>?
+    /// Whether anything asks who a request's tenant is (keys, limits, salts, named tenants):
+    /// otherwise the data plane does not look for it.
+    public let usesTenants: Bool
 
     /// Nothing required, nothing limited (the default before a configuration is read).
     public static let open = AccessPolicy(
@@ -48,6 +51,7 @@ public final class AccessPolicy: Sendable {
         let hasLimits = !tenants.defaultLimit.isUnlimited || tenants.limits.values.contains { !$0.isUnlimited }
         self.limiter = hasLimits
             ? NIOLockedValueBox(limiter ?? TenantLimiter(limits: tenants.limits, defaultLimit: tenants.defaultLimit, capacity: tenants.maxTracked)) : nil
+        self.usesTenants = apiKeys != nil || hasLimits || tenants.cacheSalt != .off || !self.labelledTenants.isEmpty
     }
 
     /// Reads the files `config` names. `previous` hands its buckets on (a reload does not refill

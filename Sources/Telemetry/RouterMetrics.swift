@@ -39,7 +39,7 @@ public enum MetricName {
     /// Help text per name (the `# HELP` lines).
     public static let help: [String: String] = [
         requests: "Requests answered, by route (chat, completions, generate, responses, messages, models, other, local), replica (none when the router answered) and HTTP status.",
-        tenantRequests: "Requests answered, by tenant (the API key's, else the tenant header's; tenants the keys file or tenants.limits name appear by name, the rest as other, requests without one as none) and HTTP status (401: refused key, 429: over the tenant's limit).",
+        tenantRequests: "Requests answered, by tenant (the API key's, else the tenant header's; tenants the keys file or tenants.limits name appear by name, the rest as other; none without a tenant, or when no keys, limits, salts or named tenants are configured) and HTTP status (401: refused key, 429: over the tenant's limit).",
         decisions: "Routing decisions by tier: session (the conversation's replica), group (its instruction group), spill (moved for load or a hot prefix), fallback (no keys or no candidate), pinned, stored (the replica holding a stored response).",
         retries: "Attempts retried on another replica before the first byte, by the replica that failed and why (connect, status_5xx).",
         upstreamErrors: "Failed attempts on a replica, by kind: connect, timeout, status_5xx, broken_stream.",
