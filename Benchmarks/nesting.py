@@ -16,26 +16,16 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import DEFAULT_BINARY, ensure_binary, percentile, wait_port  # noqa: E402
 
 
-def wait_port(port, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit("port %d never opened" % port)
 
 
 def flat_bodies():
@@ -107,18 +97,14 @@ def run(port, seconds, bodies):
     return latencies, statuses
 
 
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--binary", default=os.path.join(ROOT, ".build/release/cacheroute"))
+    parser.add_argument("--binary", default=DEFAULT_BINARY)
     args = parser.parse_args()
-    if not os.path.exists(args.binary):
-        subprocess.run(["swift", "build", "-c", "release", "--product", "cacheroute"], cwd=ROOT, check=True)
+    ensure_binary(args.binary)
     work = tempfile.mkdtemp(prefix="cacheroute-nesting.")
     config = os.path.join(work, "router.yaml")
     with open(config, "w") as f:

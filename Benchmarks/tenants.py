@@ -19,27 +19,17 @@ import concurrent.futures
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import DEFAULT_BINARY, ensure_binary, percentile, wait_port  # noqa: E402
 SYSTEM = "You are the support assistant of a large retailer. Follow the policies below. " * 40
 
 
-def wait_port(port, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit("port %d never opened" % port)
 
 
 def request(port, key, session, i):
@@ -58,9 +48,6 @@ def request(port, key, session, i):
         c.close()
 
 
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def run(port, seconds, flood):
@@ -98,10 +85,9 @@ def run(port, seconds, flood):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--binary", default=os.path.join(ROOT, ".build/release/cacheroute"))
+    parser.add_argument("--binary", default=DEFAULT_BINARY)
     args = parser.parse_args()
-    if not os.path.exists(args.binary):
-        subprocess.run(["swift", "build", "-c", "release", "--product", "cacheroute"], cwd=ROOT, check=True)
+    ensure_binary(args.binary)
 
     work = tempfile.mkdtemp(prefix="cacheroute-tenants.")
     with open(os.path.join(work, "keys.yaml"), "w") as f:
