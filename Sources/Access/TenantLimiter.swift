@@ -22,7 +22,7 @@ public enum LimitExceeded: String, Sendable, Equatable, CaseIterable {
 
 /// Per-tenant token buckets. Pure (time passed in) and bounded: at most `capacity` tenants are
 /// tracked; beyond it, the buckets that are full again (tenants idle long enough that forgetting
-/// them changes nothing) are dropped, and if none is, the least recently used.
+/// them changes nothing) are dropped, then the least recently used, down to 90 % of it.
 public struct TenantLimiter: Sendable {
     struct Bucket: Sendable {
         var requests: Double
@@ -75,18 +75,21 @@ public struct TenantLimiter: Sendable {
     mutating func store(_ tenant: String, _ bucket: Bucket, now: Double) {
         self.buckets[tenant] = bucket
         guard self.buckets.count > self.capacity else { return }
-        // Drop the buckets that would be full by now; if none, the least recently used.
-        let full = self.buckets.filter { name, b in
-            let limit = self.limit(of: name)
-            let elapsed = now - b.at
-            let requestsFull = limit.requestsPerSecond.map { b.requests + elapsed * $0 >= $0 * limit.burstSeconds } ?? true
-            let tokensFull = limit.promptTokensPerSecond.map { b.tokens + elapsed * $0 >= $0 * limit.burstSeconds } ?? true
-            return requestsFull && tokensFull && name != tenant
-        }
-        if !full.isEmpty {
-            for name in full.keys { self.buckets[name] = nil }
-        } else if let oldest = self.buckets.filter({ $0.key != tenant }).min(by: { $0.value.at < $1.value.at }) {
-            self.buckets[oldest.key] = nil
-        }
+        // Evicted in a batch, down to 90 % of the capacity, so that the scan is paid once per
+        // tenth of the capacity of new tenants, not on every request: first the buckets that
+        // would be full by now (forgetting them changes nothing), then the least recently used.
+        let target = self.capacity - self.capacity / 10
+        for (name, b) in self.buckets where name != tenant && self.isFull(name, b, now: now) { self.buckets[name] = nil }
+        guard self.buckets.count > target else { return }
+        let oldest = self.buckets.filter { $0.key != tenant }.sorted { $0.value.at < $1.value.at }.prefix(self.buckets.count - target)
+        for (name, _) in oldest { self.buckets[name] = nil }
+    }
+
+    func isFull(_ name: String, _ b: Bucket, now: Double) -> Bool {
+        let limit = self.limit(of: name)
+        let elapsed = now - b.at
+        let requestsFull = limit.requestsPerSecond.map { b.requests + elapsed * $0 >= $0 * limit.burstSeconds } ?? true
+        let tokensFull = limit.promptTokensPerSecond.map { b.tokens + elapsed * $0 >= $0 * limit.burstSeconds } ?? true
+        return requestsFull && tokensFull
     }
 }

@@ -339,16 +339,16 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         let queue = self.settings.queue
         var authenticated: String?
         if access.apiKeys != nil, route != .health {
-            switch access.authenticate(authorization: lookup("authorization"), apiKey: lookup("x-api-key")) {
+            let verdict = access.authenticate(authorization: lookup("authorization"), apiKey: lookup("x-api-key"))
+            switch verdict {
             case .tenant(let name):
                 authenticated = name
             case .open:
                 break
             case .missing, .invalid:
-                let missing = lookup("authorization") == nil && lookup("x-api-key") == nil
                 x.summary.path = head.string(path)
                 x.summary.tenant = "unauthenticated"
-                self.answer(x, ProxyError.unauthorized(missing: missing))
+                self.answer(x, ProxyError.unauthorized(missing: verdict == .missing))
                 return
             }
         }
@@ -362,7 +362,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             x.summary.path = api.path
             var rules = self.settings.keying
             let isolate = access.tenants.cacheSalt != .off && api != .generate
-            if isolate { rules.salt = Array(AccessPolicy.salt(tenant: tenant).utf8) }
+            if isolate { rules.salt = access.salt(tenant: tenant) }
             keys = x.body.withUnsafeReadableBytes { KeyExtractor.extract(api: api, body: $0, header: lookup, rules: rules) }
             if isolate, case .success(let k) = keys {
                 if k.clientSalt, access.tenants.cacheSalt == .refuse {

@@ -26,6 +26,8 @@ public final class AccessPolicy: Sendable {
     public let upstreamTLS: ClientTLS?
     /// Token buckets per tenant; nil when no tenant has a limit.
     let limiter: NIOLockedValueBox<TenantLimiter>?
+    /// `cache_salt` values of the configured tenants (when salts are on).
+    let salts: [String: [UInt8]]
     /// Whether anything asks who a request's tenant is (keys, limits, salts, named tenants):
     /// otherwise the data plane does not look for it.
     public let usesTenants: Bool
@@ -51,6 +53,7 @@ public final class AccessPolicy: Sendable {
         let hasLimits = !tenants.defaultLimit.isUnlimited || tenants.limits.values.contains { !$0.isUnlimited }
         self.limiter = hasLimits
             ? NIOLockedValueBox(limiter ?? TenantLimiter(limits: tenants.limits, defaultLimit: tenants.defaultLimit, capacity: tenants.maxTracked)) : nil
+        self.salts = tenants.cacheSalt == .off ? [:] : Dictionary(uniqueKeysWithValues: self.labelledTenants.map { ($0, Self.salt(tenant: $0)) })
         self.usesTenants = apiKeys != nil || hasLimits || tenants.cacheSalt != .off || !self.labelledTenants.isEmpty
     }
 
@@ -131,9 +134,8 @@ public final class AccessPolicy: Sendable {
         guard let keys = self.apiKeys else { return .open }
         let key: Substring
         if let authorization {
-            let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-            guard parts.count == 2, parts[0].lowercased() == "bearer" else { return .invalid }
-            key = parts[1]
+            guard let token = Self.bearerToken(authorization) else { return .invalid }
+            key = token
         } else if let apiKey {
             key = Substring(apiKey)
         } else {
@@ -145,10 +147,15 @@ public final class AccessPolicy: Sendable {
     /// Whether an admin request may pass: open without a token, else `Authorization: Bearer <token>`.
     public func adminAllowed(authorization: String?) -> Bool {
         guard let digest = self.adminTokenDigest else { return true }
-        guard let authorization else { return false }
+        guard let token = authorization.flatMap(Self.bearerToken) else { return false }
+        return SHA256.constantTimeEqual(SHA256.hash(token.utf8), digest)
+    }
+
+    /// The token of `Bearer <token>` (the scheme in any case), or nil for any other form.
+    static func bearerToken(_ authorization: String) -> Substring? {
         let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
-        return SHA256.constantTimeEqual(SHA256.hash(parts[1].utf8), digest)
+        guard parts.count == 2, parts[0].utf8.elementsEqual("bearer".utf8, by: { $0 | 0x20 == $1 }) else { return nil }
+        return parts[1]
     }
 
     /// Takes a request of `promptTokens` from `tenant`'s limits, or says which it is over and
@@ -163,9 +170,20 @@ public final class AccessPolicy: Sendable {
     }
 
     /// The `cache_salt` the router sets for `tenant`: derived from the name, so that every router
-    /// of a fleet sets the same one, and not the name itself.
-    public static func salt(tenant: String) -> String {
-        "cr-" + SHA256.hash(("cacheroute-tenant:" + tenant).utf8).prefix(12).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    /// of a fleet sets the same one, and not the name itself. Those of the configured tenants are
+    /// made once, with the policy; others (named by a header) per request.
+    public func salt(tenant: String) -> [UInt8] {
+        self.salts[tenant] ?? Self.salt(tenant: tenant)
+    }
+
+    static func salt(tenant: String) -> [UInt8] {
+        let hex = Array("0123456789abcdef".utf8)
+        var out = Array("cr-".utf8)
+        for byte in SHA256.hash(("cacheroute-tenant:" + tenant).utf8).prefix(12) {
+            out.append(hex[Int(byte >> 4)])
+            out.append(hex[Int(byte & 0xF)])
+        }
+        return out
     }
 }
 
