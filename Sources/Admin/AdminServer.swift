@@ -66,6 +66,8 @@ final class AdminHandler: ChannelInboundHandler {
     var body = ByteBuffer()
     /// The body went past `limits.max_explain_body_bytes`: the rest is read and dropped, the answer is 413.
     var bodyTooLarge = false
+    /// `limits.max_explain_body_bytes`, read once per request.
+    var bodyLimit = 0
 
     init(state: RouterState, metrics: @escaping @Sendable () -> [UInt8], isReady: @escaping @Sendable () -> Bool) {
         self.state = state
@@ -79,9 +81,10 @@ final class AdminHandler: ChannelInboundHandler {
             self.head = h
             self.body.clear()
             self.bodyTooLarge = false
+            self.bodyLimit = self.state.config.limits.maxExplainBodyBytes
         case .body(var chunk):
             guard !self.bodyTooLarge else { return }
-            if self.body.readableBytes + chunk.readableBytes <= self.state.config.limits.maxExplainBodyBytes {
+            if self.body.readableBytes + chunk.readableBytes <= self.bodyLimit {
                 self.body.writeBuffer(&chunk)
             } else {
                 self.bodyTooLarge = true
@@ -91,8 +94,8 @@ final class AdminHandler: ChannelInboundHandler {
             guard let head = self.head else { return }
             self.head = nil
             if self.bodyTooLarge {
-                let limit = self.state.config.limits.maxExplainBodyBytes
-                self.json(context, head, .payloadTooLarge, .object(["error": .string("the body exceeds limits.max_explain_body_bytes (\(limit) bytes)")]))
+                self.json(
+                    context, head, .payloadTooLarge, .object(["error": .string("the body exceeds limits.max_explain_body_bytes (\(self.bodyLimit) bytes)")]))
                 return
             }
             self.route(context, head)

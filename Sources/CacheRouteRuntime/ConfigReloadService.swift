@@ -22,7 +22,7 @@ public final class ConfigReloadService: Service, Sendable {
     let reloading = NIOLockedValueBox<[Data?]?>(nil)
 
     public init(
-        path: String, state: RouterState, listenerTLS: ListenerTLS = try! ListenerTLS(RouterConfiguration()), logger: Logger,
+        path: String, state: RouterState, listenerTLS: ListenerTLS = .none, logger: Logger,
         onResult: @escaping @Sendable (Bool) -> Void = { _ in }
     ) {
         self.path = path

@@ -87,20 +87,37 @@ public struct ListenerTLS: Sendable {
     public let data: ServerTLS?
     public let admin: ServerTLS?
 
+    /// No TLS on either listener.
+    public static let none = ListenerTLS(data: nil, admin: nil)
+
+    init(data: ServerTLS?, admin: ServerTLS?) {
+        self.data = data
+        self.admin = admin
+    }
+
     public init(_ config: RouterConfiguration) throws(TLSSetupError) {
-        self.data = try config.tls.map { files throws(TLSSetupError) in try ServerTLS(files) }
-        self.admin = try config.adminTLS.map { files throws(TLSSetupError) in try ServerTLS(files) }
+        let (data, admin) = try Self.prepare(config)
+        self.init(data: data.map(ServerTLS.init), admin: admin.map(ServerTLS.init))
+    }
+
+    /// Reads the files of `config` into contexts, swapping nothing.
+    static func prepare(_ config: RouterConfiguration) throws(TLSSetupError) -> (data: ServerTLS.Prepared?, admin: ServerTLS.Prepared?) {
+        (
+            try config.tls.map { files throws(TLSSetupError) in try ServerTLS.Prepared(files) },
+            try config.adminTLS.map { files throws(TLSSetupError) in try ServerTLS.Prepared(files) }
+        )
     }
 
     /// Checks the files of `config` make contexts, without swapping anything.
     public static func validate(_ config: RouterConfiguration) throws(TLSSetupError) {
-        _ = try ListenerTLS(config)
+        _ = try Self.prepare(config)
     }
 
-    /// Swaps in the certificates `config` names (all or none); TLS turns on or off only on restart.
+    /// Swaps in the certificates `config` names, all or none (each read once); TLS turns on or off
+    /// only on restart.
     func reload(_ config: RouterConfiguration) throws(TLSSetupError) {
-        try Self.validate(config)
-        if let data = self.data, let files = config.tls { try data.reload(files) }
-        if let admin = self.admin, let files = config.adminTLS { try admin.reload(files) }
+        let (data, admin) = try Self.prepare(config)
+        if let listener = self.data, let data { listener.install(data) }
+        if let listener = self.admin, let admin { listener.install(admin) }
     }
 }

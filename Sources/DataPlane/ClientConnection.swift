@@ -171,7 +171,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     /// begun (a held event-stream head) is forgotten, then the machine retries or answers.
     func abandon(_ x: Exchange, _ outcome: AttemptOutcome) {
         guard self.machine.responseStarted else {
-            self.run(outcome == .replicaLost ? self.machine.replicaLost() : self.machine.stalled())
+            self.run(self.machine.giveUp(outcome))
             return
         }
         if let head = x.heldHead {
@@ -188,7 +188,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         x.summary.status = 0
         x.summary.streamed = false
         x.summary.responseBytes = 0
-        self.run(self.machine.abandonUnsentAnswer(outcome))
+        self.run(self.machine.giveUp(outcome, answerUnsent: true))
     }
 
     // MARK: - Reading the request

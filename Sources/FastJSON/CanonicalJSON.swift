@@ -58,29 +58,48 @@ public enum CanonicalJSON {
             }
             out.append(UInt8(ascii: "]"))
         case .object:
-            // One pass: members are written in the order they come, each value canonicalized as
-            // it is read (never skipped and read again, which cost a pass per level of nesting).
-            try reader.beginObject()
-            out.append(UInt8(ascii: "{"))
-            let objectStart = out.count
-            var members: [(key: Range<Int>, bytes: Range<Int>)] = []
-            var ordered = true
-            var first = true
-            while let keySpan = try reader.nextKey(first: &first) {
-                if !members.isEmpty { out.append(UInt8(ascii: ",")) }
-                let start = out.count
-                out.append(UInt8(ascii: "\""))
-                try CanonicalString.append(keySpan, of: reader.buffer, to: &out)
-                let key = (start + 1)..<out.count
-                out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
-                try Self.appendValue(&reader, to: &out, depth: depth + 1, unordered: &unordered)
-                if ordered, let last = members.last, !out[last.key].lexicographicallyPrecedes(out[key]) { ordered = false }
-                members.append((key, start..<out.count))
-            }
-            // Recorded by where its '{' is (its first member starts right after).
-            if !ordered { unordered[objectStart - 1] = members }
-            out.append(UInt8(ascii: "}"))
+            try Self.appendObject(&reader, to: &out, depth: depth, unordered: &unordered, dropping: nil)
         }
+    }
+
+    /// An object, in one pass: members are written in the order they come, each value
+    /// canonicalized as it is read (never skipped and read again, which cost a pass per level of
+    /// nesting); members named `dropped` are left out. Returns whether one was.
+    @discardableResult
+    static func appendObject(
+        _ reader: inout JSONReader,
+        to out: inout [UInt8],
+        depth: Int,
+        unordered: inout [Int: [Member]],
+        dropping dropped: [UInt8]?
+    ) throws(JSONError) -> Bool {
+        try reader.beginObject()
+        out.append(UInt8(ascii: "{"))
+        let objectStart = out.count
+        var members: [(key: Range<Int>, bytes: Range<Int>)] = []
+        var ordered = true
+        var found = false
+        var first = true
+        while let keySpan = try reader.nextKey(first: &first) {
+            if let dropped, reader.span(keySpan, equals: dropped) {
+                found = true
+                try reader.skipValue()
+                continue
+            }
+            if !members.isEmpty { out.append(UInt8(ascii: ",")) }
+            let start = out.count
+            out.append(UInt8(ascii: "\""))
+            try CanonicalString.append(keySpan, of: reader.buffer, to: &out)
+            let key = (start + 1)..<out.count
+            out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
+            try Self.appendValue(&reader, to: &out, depth: depth + 1, unordered: &unordered)
+            if ordered, let last = members.last, !out[last.key].lexicographicallyPrecedes(out[key]) { ordered = false }
+            members.append((key, start..<out.count))
+        }
+        // Recorded by where its '{' is (its first member starts right after).
+        if !ordered { unordered[objectStart - 1] = members }
+        out.append(UInt8(ascii: "}"))
+        return found
     }
 
     /// Rewrites `out` from `start` with every recorded object's members in key order (of a
@@ -133,49 +152,11 @@ public enum CanonicalJSON {
             try Self.appendValue(&reader, to: &out)
             return false
         }
-        let start = reader.position
-        try reader.beginObject()
-        var found = false
-        var first = true
-        while let keySpan = try reader.nextKey(first: &first) {
-            if reader.span(keySpan, equals: dropped) { found = true }
-            try reader.skipValue()
-        }
-        var sub = JSONReader(reader.buffer, position: start)
-        guard found else {
-            try Self.appendValue(&sub, to: &out)
-            return false
-        }
-        // Rare: write the object without the member.
-        try sub.beginObject()
-        var members: [(key: [UInt8], order: Int, valueAt: Int)] = []
-        first = true
-        while let keySpan = try sub.nextKey(first: &first) {
-            if sub.span(keySpan, equals: dropped) {
-                try sub.skipValue()
-                continue
-            }
-            var key: [UInt8] = []
-            try CanonicalString.append(keySpan, of: sub.buffer, to: &key)
-            sub.skipWhitespace()
-            members.append((key, members.count, sub.position))
-            try sub.skipValue()
-        }
-        members.sort { $0.key == $1.key ? $0.order < $1.order : $0.key.lexicographicallyPrecedes($1.key) }
-        out.append(UInt8(ascii: "{"))
-        var wrote = false
-        for (index, member) in members.enumerated() {
-            if index + 1 < members.count, members[index + 1].key == member.key { continue }
-            if wrote { out.append(UInt8(ascii: ",")) }
-            wrote = true
-            out.append(UInt8(ascii: "\""))
-            out.append(contentsOf: member.key)
-            out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
-            var value = JSONReader(sub.buffer, position: member.valueAt)
-            try Self.appendValue(&value, to: &out, depth: 1)
-        }
-        out.append(UInt8(ascii: "}"))
-        return true
+        let start = out.count
+        var unordered: [Int: [Member]] = [:]
+        let found = try Self.appendObject(&reader, to: &out, depth: 0, unordered: &unordered, dropping: dropped)
+        if !unordered.isEmpty { Self.putInOrder(&out, from: start, unordered) }
+        return found
     }
 
     /// The canonical bytes of a whole document.

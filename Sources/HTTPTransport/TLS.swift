@@ -23,11 +23,27 @@ public struct TLSSetupError: Error, Sendable, CustomStringConvertible {
 /// reloaded. A connection takes the context current when it is accepted, so a swap drops none
 /// (open connections keep the certificate they were accepted with).
 public final class ServerTLS: Sendable {
-    private let current: NIOLockedValueBox<(context: NIOSSLContext, files: ServerTLSFiles, serial: String)>
+    /// A context made from files, ready to be served.
+    public struct Prepared: Sendable {
+        let context: NIOSSLContext
+        let files: ServerTLSFiles
+        let serial: String
 
-    public init(_ files: ServerTLSFiles) throws(TLSSetupError) {
-        let (context, serial) = try Self.makeContext(files)
-        self.current = NIOLockedValueBox((context, files, serial))
+        /// Reads `files`; throws when they do not make a context.
+        public init(_ files: ServerTLSFiles) throws(TLSSetupError) {
+            (self.context, self.serial) = try ServerTLS.makeContext(files)
+            self.files = files
+        }
+    }
+
+    private let current: NIOLockedValueBox<Prepared>
+
+    public convenience init(_ files: ServerTLSFiles) throws(TLSSetupError) {
+        self.init(try Prepared(files))
+    }
+
+    public init(_ prepared: Prepared) {
+        self.current = NIOLockedValueBox(prepared)
     }
 
     public var context: NIOSSLContext { self.current.withLockedValue { $0.context } }
@@ -35,10 +51,9 @@ public final class ServerTLS: Sendable {
     /// The serial number of the leaf certificate served now (hex), for logs.
     public var serial: String { self.current.withLockedValue { $0.serial } }
 
-    /// Reads `files` again and swaps them in; an invalid pair throws and the current one stays.
-    public func reload(_ files: ServerTLSFiles) throws(TLSSetupError) {
-        let (context, serial) = try Self.makeContext(files)
-        self.current.withLockedValue { $0 = (context, files, serial) }
+    /// Serves `prepared` to connections accepted from now on.
+    public func install(_ prepared: Prepared) {
+        self.current.withLockedValue { $0 = prepared }
     }
 
     static func makeContext(_ files: ServerTLSFiles) throws(TLSSetupError) -> (NIOSSLContext, String) {

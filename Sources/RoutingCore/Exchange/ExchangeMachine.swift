@@ -349,30 +349,21 @@ public struct ExchangeMachine: Sendable {
         return self.respond(outcome == .timeout || outcome == .stalled ? .gatewayTimeout : .badGateway, close: false, endAttempt: outcome)
     }
 
-    /// The replica left rotation (probed down or ejected) before it answered: if nothing went to
-    /// the client yet, the request goes elsewhere.
-    public mutating func replicaLost() -> Action {
+    /// The shell gives the attempt up for `outcome` (`.replicaLost`: its replica left rotation;
+    /// `.stalled`: it missed its stall deadline) while nothing of it reached the client: before
+    /// the replica's head, or (`answerUnsent`) with an event stream's head still held for its
+    /// first event. As if no head had come, the request goes elsewhere when retries allow.
+    public mutating func giveUp(_ outcome: AttemptOutcome, answerUnsent: Bool = false) -> Action {
         guard self.phase == .working else { return .none }
         switch self.attempt {
-        case .awaitingHead, .connecting: return self.failedBeforeHead(.replicaLost)
-        case .none, .retrying, .queued, .streaming: return .none
+        case .awaitingHead, .connecting:
+            return self.failedBeforeHead(outcome)
+        case .streaming where answerUnsent:
+            self.response = nil
+            return self.failedBeforeHead(outcome)
+        case .none, .retrying, .queued, .streaming:
+            return .none
         }
-    }
-
-    /// The replica's answer began (its head came) but nothing of it reached the client yet (a
-    /// Server-Sent Events head waits for the first event), and the attempt is given up for
-    /// `outcome` (`.stalled`, `.replicaLost`): as if no head had come, the request may go elsewhere.
-    public mutating func abandonUnsentAnswer(_ outcome: AttemptOutcome) -> Action {
-        guard self.phase == .working, self.attempt == .streaming else { return .none }
-        self.response = nil
-        return self.failedBeforeHead(outcome)
-    }
-
-    /// A streamed request's replica did not answer within its stall deadline: retried elsewhere
-    /// when retries allow, else 504.
-    public mutating func stalled() -> Action {
-        guard self.phase == .working, case .awaitingHead = self.attempt else { return .none }
-        return self.failedBeforeHead(.stalled)
     }
 
     /// No response head within the first-byte deadline.
