@@ -83,6 +83,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The response caches' pure part: settings, keys, what may be stored, replay, the semantic index.
+        .target(name: "ResponseCache", dependencies: ["RoutingCore", "FastJSON", "XXHash"], swiftSettings: swiftSettings),
+
         // API keys (SHA-256 digests, constant-time) and per-tenant limits: pure, no I/O.
         .target(name: "Access", swiftSettings: swiftSettings),
 
@@ -102,19 +105,26 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The response caches' stores (memory, Redis over RESP) and embeddings client.
+        .target(
+            name: "CacheStore",
+            dependencies: ["ResponseCache", "RoutingCore", "FastJSON", "HTTPTransport", "Access", "XXHash", nioCore, nioPosix, nioHTTP1, logging, atomics, nioConcurrency],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: - The router around the core
         // The shared state: the shell (lock, clock, listeners) around the core's FleetRouter.
         .target(
             name: "FleetState",
-            dependencies: ["RoutingCore", "RouterConfig", "HTTPTransport", "Access", "XXHash", nioCore, nioHTTP1, logging, atomics, nioConcurrency],
+            dependencies: ["RoutingCore", "RouterConfig", "ResponseCache", "HTTPTransport", "Access", "XXHash", nioCore, nioHTTP1, logging, atomics, nioConcurrency],
             swiftSettings: hotPathSettings
         ),
         // The data plane: client connections, the exchange shell, upstream transport and pools.
         .target(
             name: "DataPlane",
             dependencies: [
-                "FleetState", "RoutingCore", "RouterConfig", "HTTPTransport", "Access", "FastJSON", "XXHash", nioCore, nioPosix, nioHTTP1, logging,
-                lifecycle, nioConcurrency, .product(name: "DequeModule", package: "swift-collections"),
+                "FleetState", "RoutingCore", "RouterConfig", "HTTPTransport", "Access", "FastJSON", "XXHash", "ResponseCache", "CacheStore", nioCore, nioPosix,
+                nioHTTP1, logging, lifecycle, nioConcurrency, .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: hotPathSettings
         ),
@@ -134,7 +144,7 @@ let package = Package(
         .target(
             name: "Telemetry",
             dependencies: [
-                "FleetState", "RoutingCore", "PrometheusText", logging, nioConcurrency,
+                "FleetState", "RoutingCore", "PrometheusText", "ResponseCache", logging, nioConcurrency,
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: hotPathSettings
@@ -142,14 +152,15 @@ let package = Package(
         // The admin listener.
         .target(
             name: "Admin",
-            dependencies: ["FleetState", "Access", "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", nioCore, nioPosix, nioHTTP1, logging, lifecycle],
+            dependencies: ["FleetState", "Access", "ResponseCache", "CacheStore", "RoutingCore", "RouterConfig", "HTTPTransport", "FastJSON", nioCore, nioPosix, nioHTTP1, logging, lifecycle],
             swiftSettings: swiftSettings
         ),
         // Everything `serve` runs, assembled: tests and the demo start the same.
         .target(
             name: "CacheRouteRuntime",
             dependencies: [
-                "Access", "HTTPTransport", "FleetState", "DataPlane", "ReplicaProbes", "Discovery", "Telemetry", "Admin", "RouterConfig", "RoutingCore", nioCore, nioPosix,
+                "Access", "HTTPTransport", "FleetState", "DataPlane", "ReplicaProbes", "Discovery", "Telemetry", "Admin", "RouterConfig", "RoutingCore",
+                "ResponseCache", "CacheStore", nioCore, nioPosix,
                 logging, lifecycle, .product(name: "UnixSignals", package: "swift-service-lifecycle"), nioConcurrency,
             ],
             swiftSettings: swiftSettings
@@ -164,7 +175,7 @@ let package = Package(
         // MARK: - Configuration and the command line
         .target(
             name: "RouterConfig",
-            dependencies: ["RoutingCore", "FastJSON", "Access", .product(name: "Yams", package: "Yams")],
+            dependencies: ["RoutingCore", "FastJSON", "Access", "ResponseCache", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -208,15 +219,20 @@ let package = Package(
             dependencies: [
                 "CacheRouteTestSupport", "CacheRouteRuntime", "FleetState", "DataPlane", "ReplicaProbes", "Discovery", "Telemetry", "Admin",
                 "RouterConfig", "RoutingCore", "ReplicaEmulator", "ReplicaModel", "HTTPTransport", "FastJSON", "PrometheusText", "LiveLoad",
-                "TraceReplay", "Access", nioCore, nioPosix, nioHTTP1, logging, .product(name: "NIOEmbedded", package: "swift-nio"),
+                "TraceReplay", "Access", "ResponseCache", "CacheStore", nioCore, nioPosix, nioHTTP1, logging, .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "AccessTests", dependencies: ["Access"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "ResponseCacheTests",
+            dependencies: ["ResponseCache", "CacheStore", "RoutingCore", "FastJSON", nioCore, nioPosix],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "RouterConfigTests",
-            dependencies: ["RouterConfig", "RoutingCore", "Access"],
+            dependencies: ["RouterConfig", "RoutingCore", "Access", "ResponseCache"],
             swiftSettings: swiftSettings
         ),
     ]

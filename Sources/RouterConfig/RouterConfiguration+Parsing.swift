@@ -1,5 +1,6 @@
 import Access
 import FastJSON
+import ResponseCache
 import Foundation
 import RoutingCore
 import Yams
@@ -82,7 +83,7 @@ struct ConfigParser {
         do {
             top = try root.mapping(allowed: [
                 "listen", "admin_listen", "threads", "replicas", "discovery", "routing", "upstream", "limits", "health", "logging",
-                "shutdown", "reload", "queue", "tls", "admin_tls", "auth", "tenants", "trusted_proxies",
+                "shutdown", "reload", "queue", "tls", "admin_tls", "auth", "tenants", "trusted_proxies", "cache",
             ])
         } catch let error as ConfigError {
             self.errors.append(error)
@@ -118,6 +119,7 @@ struct ConfigParser {
         if let node = top["admin_tls"] { self.attempt { config.adminTLS = try Self.serverTLS(node) } }
         if let node = top["auth"] { self.attempt { config.auth = try Self.auth(node) } }
         if let node = top["tenants"] { self.attempt { config.tenants = try Self.tenants(node) } }
+        if let node = top["cache"] { self.attempt { config.cache = try Self.cache(node) } }
         if let node = top["trusted_proxies"] {
             self.attempt {
                 config.trustedProxies = try node.list().map { item in
@@ -462,6 +464,101 @@ struct ConfigParser {
         }
         try m.read("max_tracked", into: &t.maxTracked) { try $0.int(1...10_000_000) }
         return t
+    }
+
+    static func cacheMode(_ node: ConfigNode) throws -> CacheMode {
+        let text = node.isNull ? "off" : try node.string().lowercased()
+        guard let mode = CacheMode(rawValue: text == "false" ? "off" : text) else { throw node.error("expected off, exact or semantic, got '\(text)'") }
+        return mode
+    }
+
+    static func cache(_ node: ConfigNode) throws -> CacheSettings {
+        let m = try node.mapping(allowed: [
+            "enabled", "default_mode", "max_mode", "store", "max_bytes", "max_entry_bytes", "ttl", "allow_sampled", "stream_pacing", "routes", "redis",
+            "semantic",
+        ])
+        var c = CacheSettings()
+        try m.read("enabled", into: &c.enabled) { try $0.bool() }
+        try m.read("default_mode", into: &c.defaultMode, Self.cacheMode)
+        try m.read("max_mode", into: &c.maxMode, Self.cacheMode)
+        try m.read("store", into: &c.backend) { n in
+            let text = try n.string().lowercased()
+            guard let b = CacheBackend(rawValue: text) else { throw n.error("expected memory or redis, got '\(text)'") }
+            return b
+        }
+        try m.read("max_bytes", into: &c.maxBytes) { try $0.bytes(1 << 20...(1 << 40)) }
+        try m.read("max_entry_bytes", into: &c.maxEntryBytes) { try $0.bytes(1024...(256 << 20)) }
+        try m.read("ttl", into: &c.ttlSeconds) { try $0.seconds(1...(365 * 86400)) }
+        try m.read("allow_sampled", into: &c.allowSampled) { try $0.bool() }
+        try m.read("stream_pacing", into: &c.streamPacingSeconds) { try $0.seconds(0...10) }
+        if c.maxEntryBytes > c.maxBytes, let n = m["max_entry_bytes"] ?? m["max_bytes"] {
+            throw n.error("max_entry_bytes (\(c.maxEntryBytes)) exceeds max_bytes (\(c.maxBytes))")
+        }
+        if let n = m["routes"] {
+            for item in try n.list() {
+                let r = try item.mapping(allowed: ["match", "mode", "max_mode", "ttl", "threshold", "allow_sampled"])
+                let matchNode = try r.required("match")
+                let mm = try matchNode.mapping(allowed: ["model", "tenant", "path", "header"])
+                var match = CacheMatch()
+                if let v = mm["model"] { match.model = try v.string() }
+                if let v = mm["tenant"] { match.tenant = try v.string(nonEmpty: false) }
+                if let v = mm["path"] {
+                    let path = try v.string()
+                    guard path.hasPrefix("/") else { throw v.error("a path starts with '/', got '\(path)'") }
+                    match.path = path
+                }
+                if let h = mm["header"] {
+                    let hm = try h.mapping(allowed: ["name", "value"])
+                    match.header = (try hm.required("name").string().lowercased(), try hm.required("value").string(nonEmpty: false))
+                }
+                var route = CacheRoute(match: match)
+                try r.read("mode", into: &route.mode, Self.cacheMode)
+                try r.read("max_mode", into: &route.maxMode, Self.cacheMode)
+                if let v = r["ttl"] { route.ttlSeconds = try v.seconds(1...(365 * 86400)) }
+                if let v = r["threshold"] { route.threshold = try v.double(0.5...1) }
+                if let v = r["allow_sampled"] { route.allowSampled = try v.bool() }
+                if route.mode > route.maxMode, let v = r["mode"] { throw v.error("mode \(route.mode.rawValue) is above max_mode \(route.maxMode.rawValue)") }
+                c.routes.append(route)
+            }
+        }
+        if let n = m["redis"] {
+            let r = try n.mapping(allowed: ["address", "key_prefix", "timeout", "password_file", "connections"])
+            if let a = r["address"] {
+                switch ListenAddress.parse(try a.string()) {
+                case .success(let address): (c.redis.host, c.redis.port) = (address.host, address.port)
+                case .failure(let e): throw a.error(e.description)
+                }
+            }
+            if let v = r["key_prefix"] { c.redis.keyPrefix = try v.string() }
+            try r.read("timeout", into: &c.redis.timeoutSeconds) { try $0.seconds(0.001...10) }
+            if let v = r["password_file"], !v.isNull { c.redis.passwordFile = try v.string() }
+            try r.read("connections", into: &c.redis.connections) { try $0.int(1...64) }
+        }
+        if let n = m["semantic"] {
+            let s = try n.mapping(allowed: [
+                "embeddings_url", "model", "threshold", "timeout", "max_concurrent", "max_input_bytes", "max_entries_per_scope", "max_vectors",
+                "scope_headers", "sync_interval",
+            ])
+            if let v = s["embeddings_url"], !v.isNull {
+                let text = try v.string()
+                if case .failure(let e) = ReplicaURL.parse(text) { throw v.error(e.description) }
+                c.semantic.embeddingsURL = text
+            }
+            if let v = s["model"] { c.semantic.model = try v.string() }
+            try s.read("threshold", into: &c.semantic.threshold) { try $0.double(0.5...1) }
+            try s.read("timeout", into: &c.semantic.timeoutSeconds) { try $0.seconds(0.001...30) }
+            try s.read("max_concurrent", into: &c.semantic.maxConcurrent) { try $0.int(1...10_000) }
+            try s.read("max_input_bytes", into: &c.semantic.maxInputBytes) { try $0.bytes(16...(1 << 20)) }
+            try s.read("max_entries_per_scope", into: &c.semantic.maxEntriesPerScope) { try $0.int(1...1_000_000) }
+            try s.read("max_vectors", into: &c.semantic.maxVectors) { try $0.int(1...100_000_000) }
+            if let v = s["scope_headers"] { c.semantic.scopeHeaders = try v.stringList().map { $0.lowercased() } }
+            try s.read("sync_interval", into: &c.semantic.syncSeconds) { try $0.seconds(0...3600) }
+        }
+        let semanticUsed = c.defaultMode == .semantic || c.routes.contains { $0.mode == .semantic }
+        if c.enabled, semanticUsed, c.semantic.embeddingsURL == nil {
+            throw node.error("the semantic cache needs 'semantic.embeddings_url' (an OpenAI-compatible /v1/embeddings endpoint)")
+        }
+        return c
     }
 
     static func tenantLimit(_ node: ConfigNode, allowing extra: [String]) throws -> TenantLimit {

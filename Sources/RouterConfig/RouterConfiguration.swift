@@ -1,4 +1,5 @@
 import Access
+import ResponseCache
 import RoutingCore
 
 /// The whole cacheroute configuration: validated, immutable, every key defaulted.
@@ -37,6 +38,8 @@ public struct RouterConfiguration: Sendable, Equatable {
     /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` are believed (kept and
     /// extended); from anyone else they are replaced by what the router saw.
     public var trustedProxies: [AddressRange] = []
+    /// The exact and semantic response caches (off unless enabled).
+    public var cache = CacheSettings()
 
     /// Every file the configuration names (certificates, keys, tokens): a change to one is a
     /// change to the configuration.
@@ -45,6 +48,7 @@ public struct RouterConfiguration: Sendable, Equatable {
         for t in [self.tls, self.adminTLS].compactMap({ $0 }) { files += [t.certFile, t.keyFile] + [t.clientCAFile].compactMap { $0 } }
         files += [self.auth.apiKeysFile, self.auth.adminTokenFile, self.upstream.apiKeyFile].compactMap { $0 }
         files += [self.upstream.tls.caFile, self.upstream.tls.certFile, self.upstream.tls.keyFile].compactMap { $0 }
+        files += [self.cache.redis.passwordFile].compactMap { $0 }
         return files
     }
 

@@ -30,6 +30,14 @@ public enum XXH3 {
         withUnsafeBytes(of: value.littleEndian) { XXH3_64bits_withSeed($0.baseAddress, $0.count, seed) }
     }
 
+    /// XXH3-128 of `bytes` as (high, low) 64-bit halves: for keys where a collision would serve
+    /// one request another's answer (the response cache), 64 bits are not enough.
+    @inlinable
+    public static func hash128(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> (high: UInt64, low: UInt64) {
+        let h = XXH3_128bits_withSeed(bytes.baseAddress, bytes.count, seed)
+        return (h.high64, h.low64)
+    }
+
     /// The libxxhash version number, e.g. 801 for 0.8.1.
     public static var libraryVersion: UInt32 { XXH_versionNumber() }
 }
