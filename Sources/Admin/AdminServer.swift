@@ -1,3 +1,4 @@
+import CacheStore
 import FastJSON
 import FleetState
 import HTTPTransport
@@ -5,6 +6,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ResponseCache
 import RouterConfig
 import RoutingCore
 import ServiceLifecycle
@@ -31,13 +33,14 @@ public final class AdminServer: Service, Sendable {
         isReady: @escaping @Sendable () -> Bool,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         tls: ServerTLS? = nil,
+        cache: CacheLayer? = nil,
         logger: Logger
     ) async throws -> AdminServer {
         let address = state.config.adminListen
         let server = try await HTTPServer.bind(
             group: group, host: address.host, port: address.port, limits: HTTPServerLimits(maxConnections: 256), tls: tls, logger: logger
         ) { _ in
-            [AdminHandler(state: state, metrics: metrics, isReady: isReady)]
+            [AdminHandler(state: state, metrics: metrics, isReady: isReady, cache: cache)]
         }
         logger.info("admin listening", metadata: ["listen": "\(address.host):\(server.port)", "tls": "\(tls == nil ? "off" : "on")"])
         return AdminServer(server: server, logger: logger)
@@ -62,6 +65,7 @@ final class AdminHandler: ChannelInboundHandler {
     let state: RouterState
     let metrics: @Sendable () -> [UInt8]
     let isReady: @Sendable () -> Bool
+    let cache: CacheLayer?
     var head: HTTPRequestHead?
     var body = ByteBuffer()
     /// The body went past `limits.max_explain_body_bytes`: the rest is read and dropped, the answer is 413.
@@ -69,7 +73,8 @@ final class AdminHandler: ChannelInboundHandler {
     /// `limits.max_explain_body_bytes`, read once per request.
     var bodyLimit = 0
 
-    init(state: RouterState, metrics: @escaping @Sendable () -> [UInt8], isReady: @escaping @Sendable () -> Bool) {
+    init(state: RouterState, metrics: @escaping @Sendable () -> [UInt8], isReady: @escaping @Sendable () -> Bool, cache: CacheLayer? = nil) {
+        self.cache = cache
         self.state = state
         self.metrics = metrics
         self.isReady = isReady
@@ -142,8 +147,12 @@ final class AdminHandler: ChannelInboundHandler {
                 ]))
         case (.POST, "/admin/explain"):
             self.explain(context, head)
+        case (.DELETE, "/admin/cache"):
+            self.invalidateCache(context, head)
         default:
-            self.json(context, head, .notFound, .object(["error": .string("no such endpoint; try /metrics, /healthz, /readyz, /admin/replicas, POST /admin/explain")]))
+            self.json(
+                context, head, .notFound,
+                .object(["error": .string("no such endpoint; try /metrics, /healthz, /readyz, /admin/replicas, POST /admin/explain, DELETE /admin/cache")]))
         }
     }
 
@@ -197,6 +206,41 @@ final class AdminHandler: ChannelInboundHandler {
         self.respond(context, head, .ok, contentType: "application/json", body: Array(decision.report(keys: keys, fleet: fleet, settings: routing).pretty.utf8))
     }
 
+    /// `DELETE /admin/cache`: every entry; `?model=M&tenant=T`: one scope (tenant defaults to
+    /// none); `?key=PREFIX`: the entries whose `x-cacheroute-cache-key` starts with it.
+    func invalidateCache(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        guard let cache = self.cache else {
+            self.json(context, head, .conflict, .object(["error": .string("the response cache is off (cache.enabled)")]))
+            return
+        }
+        var query: [String: String] = [:]
+        if let q = head.uri.firstIndex(of: "?") {
+            for pair in head.uri[head.uri.index(after: q)...].split(separator: "&") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                query[String(parts[0])] = parts.count > 1 ? (String(parts[1]).removingPercentEncoding() ?? String(parts[1])) : ""
+            }
+        }
+        let unknown = query.keys.filter { !["model", "tenant", "key"].contains($0) }
+        if !unknown.isEmpty {
+            self.json(context, head, .badRequest, .object(["error": .string("unknown parameter '\(unknown.sorted()[0])'; use model and tenant (a scope) or key (a key prefix)")]))
+            return
+        }
+        if let key = query["key"], key.isEmpty || !key.allSatisfy({ $0.isHexDigit || $0 == ":" }) {
+            self.json(context, head, .badRequest, .object(["error": .string("key must be a prefix of an x-cacheroute-cache-key (hex digits and ':')")]))
+            return
+        }
+        let scope = query["model"].map { CacheKey.scope(model: $0, tenant: query["tenant"] ?? "") }
+        let loop = context.eventLoop
+        cache.invalidate(scope: scope, keyPrefix: query["key"].map { $0.lowercased() }, on: loop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let n):
+                self.json(context, head, .ok, .object(["deleted": .int(Int64(n))]))
+            case .failure(let error):
+                self.json(context, head, .serviceUnavailable, .object(["error": .string("the cache store failed: \(error)")]))
+            }
+        }
+    }
+
     func json(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ value: JSONValue, headers: HTTPHeaders = [:]) {
         var out: [UInt8] = []
         value.write(to: &out)
@@ -218,5 +262,26 @@ final class AdminHandler: ChannelInboundHandler {
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if !keepAlive { context.close(promise: nil) }
         }
+    }
+}
+
+extension String {
+    /// `%XX` sequences decoded (nil when one is malformed); `+` is a space.
+    func removingPercentEncoding() -> String? {
+        var out: [UInt8] = []
+        var bytes = Array(self.utf8)[...]
+        while let b = bytes.first {
+            bytes = bytes.dropFirst()
+            if b == UInt8(ascii: "+") {
+                out.append(0x20)
+            } else if b == UInt8(ascii: "%") {
+                guard bytes.count >= 2, let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) else { return nil }
+                out.append(v)
+                bytes = bytes.dropFirst(2)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }

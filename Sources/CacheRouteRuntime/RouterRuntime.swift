@@ -1,5 +1,6 @@
 import Access
 import Admin
+import CacheStore
 import DataPlane
 import Discovery
 import FleetState
@@ -8,6 +9,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ReplicaProbes
+import ResponseCache
 import RouterConfig
 import ServiceLifecycle
 import Telemetry
@@ -24,6 +26,8 @@ public struct RouterRuntime: Sendable {
     public let reload: ConfigReloadService?
     /// The listeners' certificates (reloaded with the configuration).
     public let listenerTLS: ListenerTLS
+    /// The response caches (nil: `cache.enabled` is off).
+    public let cache: CacheLayer?
     public var services: [any Service]
 
     /// - Parameters:
@@ -45,18 +49,30 @@ public struct RouterRuntime: Sendable {
                 "upstream.tls.dangerously_skip_verification is on: replica certificates are NOT verified; anyone on the path can read and alter the traffic to https:// replicas")
         }
         let state = RouterState(config: config, logger: logger, eventLoops: loops, access: access)
-        let metrics = RouterMetrics(state: state)
+        var cache: CacheLayer?
+        if config.cache.enabled {
+            cache = try CacheLayer(settings: config.cache, group: group, logger: Logger(label: "cacheroute.cache"), clock: CacheLayer.wallClock)
+            logger.info(
+                "response cache on",
+                metadata: [
+                    "store": "\(config.cache.backend.rawValue)", "default_mode": "\(config.cache.defaultMode.rawValue)",
+                    "semantic": "\(config.cache.semantic.embeddingsURL ?? "no embeddings endpoint")",
+                ])
+        }
+        var cacheStats: (@Sendable () -> CacheStats)?
+        if let cache { cacheStats = { cache.stats() } }
+        let metrics = RouterMetrics(state: state, cacheStats: cacheStats)
         var observers: [any ProxyObserver] = [metrics]
         if config.logging.accessLog { observers.append(AccessLog(logger: accessLogger)) }
         let probes = ProbeService(state: state, logger: Logger(label: "cacheroute.probe"))
-        let proxy = try await ProxyServer.start(state: state, group: group, observer: ObserverList(observers), tls: listenerTLS.data, logger: logger)
+        let proxy = try await ProxyServer.start(state: state, group: group, observer: ObserverList(observers), tls: listenerTLS.data, cache: cache, logger: logger)
         let discovery = DiscoveryService(state: state, logger: Logger(label: "cacheroute.discovery"))
         var services: [any Service] = [probes, discovery]
         var adminServer: AdminServer?
         if admin {
             do {
                 adminServer = try await AdminServer.start(
-                    state: state, metrics: { metrics.render() }, isReady: { probes.isReady }, group: group, tls: listenerTLS.admin, logger: logger)
+                    state: state, metrics: { metrics.render() }, isReady: { probes.isReady }, group: group, tls: listenerTLS.admin, cache: cache, logger: logger)
             } catch {
                 await proxy.stop(drain: 0)
                 throw error
@@ -71,7 +87,7 @@ public struct RouterRuntime: Sendable {
         }
         services.append(proxy)
         return RouterRuntime(
-            state: state, proxy: proxy, admin: adminServer, probes: probes, discovery: discovery, metrics: metrics, reload: reload, listenerTLS: listenerTLS, services: services
+            state: state, proxy: proxy, admin: adminServer, probes: probes, discovery: discovery, metrics: metrics, reload: reload, listenerTLS: listenerTLS, cache: cache, services: services
         )
     }
 
@@ -79,6 +95,7 @@ public struct RouterRuntime: Sendable {
     public func stop(drain seconds: Double = 0.5) async {
         await self.proxy.stop(drain: seconds)
         await self.admin?.stop()
+        self.cache?.shutdown()
     }
 }
 

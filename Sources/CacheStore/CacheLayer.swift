@@ -83,6 +83,13 @@ public final class CacheLayer: Sendable {
         self.embeddingsTLS = self.embeddings?.url.tls == true ? try ClientTLS(ClientTLSSettings()) : nil
     }
 
+    /// Unix time in seconds (entries' ages and expiry are wall-clock: Redis shares them).
+    public static func wallClock() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
     public func shutdown() {
         self.redis?.close()
     }

@@ -1,9 +1,11 @@
 import Access
+import CacheStore
 import FastJSON
 import FleetState
 import HTTPTransport
 import NIOCore
 import NIOHTTP1
+import ResponseCache
 import RouterConfig
 import RoutingCore
 
@@ -29,6 +31,8 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     let loops: LoopResourceRegistry
     let models: ModelsCache
     let observer: any ProxyObserver
+    /// The response caches (nil: `cache.enabled` is off).
+    let cache: CacheLayer?
     var loop: LoopResources?
     var context: ChannelHandlerContext?
     var settings: ProxySettings
@@ -56,7 +60,11 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
     /// Bodies up to this size are copied next to their head and written together.
     static let coalesceBytes = 16 << 10
 
-    init(state: RouterState, loops: LoopResourceRegistry, models: ModelsCache, observer: any ProxyObserver) {
+    /// A cached stream is being replayed with pacing: the next request waits.
+    var replaying = false
+
+    init(state: RouterState, loops: LoopResourceRegistry, models: ModelsCache, observer: any ProxyObserver, cache: CacheLayer? = nil) {
+        self.cache = cache
         self.state = state
         self.loops = loops
         self.models = models
@@ -179,6 +187,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.loop?.buffers.give(head)
         }
         x.plan = nil
+        x.capture = nil
         x.events = SSEEventBuffer()
         let anthropic = x.usage.anthropic
         x.usage = UsageScanner()
@@ -208,7 +217,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
 
     /// Parses what the client sent as far as the machine's phase allows.
     func process() {
-        while let context, var bytes = self.inbound, bytes.readableBytes > 0 {
+        while !self.replaying, let context, var bytes = self.inbound, bytes.readableBytes > 0 {
             self.inbound = nil
             defer { if bytes.readableBytes > 0 { self.inbound = bytes } }
             switch self.machine.phase {
@@ -411,6 +420,21 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             self.answer(x, ProxyError.rateLimited(tenant: authenticated ?? tenant, exceeded, retryAfter: max(1, Int(wait.rounded(.up)))))
             return
         }
+        // The response cache, before placement: a hit never reaches the fleet.
+        if let cache = self.cache, case .keyed(let api) = route {
+            self.consultCache(cache, x, api: api, tenant: authenticated ?? tenant, header: lookup) {
+                self.place(x, uncounted: uncounted, authenticated: authenticated)
+            }
+            return
+        }
+        self.place(x, uncounted: uncounted, authenticated: authenticated)
+    }
+
+    /// Places a keyed request (or queues it, or refuses it).
+    func place(_ x: Exchange, uncounted: Bool, authenticated: String?) {
+        guard let head = x.head, let keys = x.keys else { return }
+        func lookup(_ name: String) -> String? { head.value(named: name) }
+        let queue = self.settings.queue
         func classify() -> (tenant: String, priority: Int) {
             let k = try? keys.get()
             let tenant = queue.tenant(keys: k, header: lookup, authenticated: authenticated)
@@ -632,8 +656,10 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             tier: placement.decision.tier,
             requestID: x.requestID,
             reserve: response.contentLength.map { $0 <= Self.coalesceBytes ? $0 : 0 } ?? 0,
+            extra: x.cacheFields,
             into: &out
         )
+        if x.cache != nil { self.startCapture(x, status: plan.status, contentType: response.first(.contentType).map { response.string($0.value) }) }
         // Held until the first body piece (or the end of this read) so both go out in one write.
         x.heldHead = out
     }
@@ -653,6 +679,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if x.firstBodyAt == nil { x.firstBodyAt = x.lastActivity }
         x.summary.responseBytes += piece.readableBytes
         if case .keyed = x.route { x.usage.feed(piece) }
+        if x.capture != nil { self.capture(x, piece) }
         switch plan.framing {
         case .none:
             break
@@ -770,6 +797,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             lease.release()
         }
         self.endAttempt(x, outcome)
+        if outcome == .success { self.storeCaptured(x) }
         self.releaseHead(context, x)
         var tail: ByteBuffer?
         if x.plan?.framing == .chunked {
@@ -799,9 +827,19 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             (status, body, retryAfter) = (500, ProxyError.badGateway("no answer").body, nil)
         }
         x.summary.status = status
+        if error == nil, let events = x.paced, let first = events.first {
+            // A cached stream with pacing: the head and first event now, the rest one by one.
+            let out = ProxyHeads.localResponse(
+                HTTPResponseStatus(statusCode: status), body: Array(first), retryAfter: nil, close: close, request: x.head, requestID: x.requestID,
+                contentType: x.localType, extra: x.cacheFields, bodyBytes: body.count, allocator: context.channel.allocator)
+            context.writeAndFlush(Self.wrapOutboundOut(out), promise: nil)
+            self.replaying = true
+            self.pace(context, x, events.dropFirst(), close: close)
+            return
+        }
         let out = ProxyHeads.localResponse(
             HTTPResponseStatus(statusCode: status), body: body, retryAfter: retryAfter, close: close, request: x.head, requestID: x.requestID,
-            allocator: context.channel.allocator)
+            contentType: error == nil ? x.localType : nil, extra: x.cacheFields, allocator: context.channel.allocator)
         self.finishExchange(context, x, last: out, close: close)
     }
 
@@ -907,6 +945,10 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         x.summary.usagePromptTokens = x.usage.promptTokens
         x.summary.usageCachedTokens = x.usage.cachedTokens
         x.summary.usageOutputTokens = x.usage.completionTokens
+        if let result = x.cacheResult {
+            x.summary.cache = result
+            self.cache?.count(result)
+        }
         // A request whose head never parsed is not reported (there is no request to speak of).
         guard let head = x.head else { return }
         x.head = nil

@@ -1,4 +1,5 @@
 import FleetState
+import ResponseCache
 import HTTPTransport
 import NIOCore
 import RoutingCore
@@ -47,6 +48,21 @@ final class Exchange {
     var retryAfter: Int?
     /// When the current attempt's request went to the replica.
     var sentAt: NIODeadline?
+    /// The response cache's key and policy, when the request uses the cache.
+    var cache: CacheRequest?
+    /// What the cache did (`x-cacheroute-cache`: hit-exact, hit-semantic, miss, bypass); nil: off.
+    var cacheResult: String?
+    /// Header lines the cache adds to the answer.
+    var cacheFields: [UInt8] = []
+    /// Semantic mode: the request's unit vector, stored with its answer.
+    var cacheVector: [Float]?
+    /// The answer's bytes as they pass, to store once complete (nil: not stored).
+    var capture: [UInt8]?
+    var captureType = ""
+    /// A local answer's content type (nil: JSON) and extra header lines.
+    var localType: String?
+    /// A stream replayed from the cache with pacing: its events, written one per interval.
+    var paced: [ArraySlice<UInt8>]?
     /// Responses: the number in the ids of the response the router asks replicas for (0: none yet).
     var responseSerial: UInt64 = 0
 

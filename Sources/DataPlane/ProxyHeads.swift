@@ -102,12 +102,13 @@ enum ProxyHeads {
         tier: Tier,
         requestID: RequestID,
         reserve: Int = 0,
+        extra: [UInt8] = [],
         into out: inout ByteBuffer
     ) {
         // The received status line and fields at most once, plus the lines the router writes
         // itself: the replica, the request id, and under 100 bytes of Content-Length (or
         // Transfer-Encoding), the tier and Connection; 192 leaves room to spare.
-        let bound = response.bytes.count + endpoint.replicaLine.count + RequestID.maxFieldBytes + 192
+        let bound = response.bytes.count + endpoint.replicaLine.count + RequestID.maxFieldBytes + extra.count + 192
         out.reserveCapacity(minimumWritableBytes: bound + reserve)
         response.bytes.withUnsafeBytes { bytes in
             out.writeHead(maxBytes: bound) { w in
@@ -138,6 +139,7 @@ enum ProxyHeads {
                     break
                 }
                 w.write(endpoint.replicaLine)
+                if !extra.isEmpty { w.write(extra) }
                 w.write("x-cacheroute-tier: ")
                 w.write(string: tier.rawValue)
                 w.write("\r\n")
@@ -156,21 +158,31 @@ enum ProxyHeads {
         close: Bool,
         request: HTTP1Head?,
         requestID: RequestID,
+        contentType: String? = nil,
+        extra: [UInt8] = [],
+        bodyBytes: Int? = nil,
         allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let reason = status.reasonPhrase
         // The reason, the request id, and under 150 bytes of status line, Content-Type,
         // Content-Length, Retry-After and Connection; 192 leaves room to spare.
-        let bound = reason.utf8.count + RequestID.maxFieldBytes + 192
+        let bound = reason.utf8.count + RequestID.maxFieldBytes + (contentType?.utf8.count ?? 0) + extra.count + 192
         var out = allocator.buffer(capacity: bound + body.count)
         out.writeHead(maxBytes: bound) { w in
             w.write("HTTP/1.1 ")
             w.write(status: Int(status.code))
             w.write(" ")
             w.write(string: reason)
-            w.write("\r\ncontent-type: application/json\r\ncontent-length: ")
-            w.write(decimal: body.count)
+            if let contentType {
+                w.write("\r\ncontent-type: ")
+                w.write(string: contentType)
+                w.write("\r\ncontent-length: ")
+            } else {
+                w.write("\r\ncontent-type: application/json\r\ncontent-length: ")
+            }
+            w.write(decimal: bodyBytes ?? body.count)
             w.write("\r\n")
+            if !extra.isEmpty { w.write(extra) }
             if let retryAfter {
                 w.write("retry-after: ")
                 w.write(decimal: retryAfter)

@@ -1,4 +1,5 @@
 import Access
+import CacheStore
 import FleetState
 import HTTPTransport
 import Logging
@@ -30,6 +31,7 @@ public final class ProxyServer: Service, Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         observer: any ProxyObserver,
         tls: ServerTLS? = nil,
+        cache: CacheLayer? = nil,
         logger: Logger
     ) async throws -> ProxyServer {
         let config = state.config
@@ -45,7 +47,7 @@ public final class ProxyServer: Service, Sendable {
             tls: tls,
             logger: logger
         ) { _ in
-            [ClientConnection(state: state, loops: loops, models: models, observer: observer)]
+            [ClientConnection(state: state, loops: loops, models: models, observer: observer, cache: cache)]
         }
         let queueTimer = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(50), delay: .milliseconds(50)) { _ in
             state.serveQueue()

@@ -37,6 +37,8 @@ public struct RequestSummary: Sendable {
     /// The tenant as a metric label (`AccessPolicy.label`: configured tenants by name, `other`,
     /// `none`); nil before the request was read.
     public var tenant: String?
+    /// What the response cache did (hit-exact, hit-semantic, miss, bypass); nil when it is off.
+    public var cache: String?
 
     public init(route: String, method: String, path: String) {
         self.route = route

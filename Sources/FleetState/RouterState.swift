@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import RouterConfig
+import ResponseCache
 import RoutingCore
 
 /// The settings the data plane reads per request, kept apart from the whole configuration.
@@ -21,11 +22,14 @@ public struct ProxySettings: Sendable {
     public var tls: Bool
     /// Peers whose forwarding fields are believed.
     public var trustedProxies: [AddressRange]
+    /// The response caches' policy (the store itself is made once, at start).
+    public var cache: CacheSettings
 
     init(_ config: RouterConfiguration, eventLoops: Int, access: AccessPolicy) {
         self.access = access
         self.tls = config.tls != nil
         self.trustedProxies = config.trustedProxies
+        self.cache = config.cache
         self.keying = config.routing.keying
         self.upstream = config.upstream
         self.limits = config.limits

@@ -25,6 +25,7 @@ public struct AccessLog: ProxyObserver {
         if let replica = s.replica { metadata["replica"] = "\(replica)" }
         if let tier = s.tier { metadata["tier"] = "\(tier.rawValue)" }
         if let tenant = s.tenant, tenant != "none" { metadata["tenant"] = "\(tenant)" }
+        if let cache = s.cache { metadata["cache"] = "\(cache)" }
         if let ttfb = s.firstByteSeconds { metadata["ttfb_ms"] = "\(Int((ttfb * 1000).rounded()))" }
         if let ttft = s.firstTokenSeconds { metadata["ttft_ms"] = "\(Int((ttft * 1000).rounded()))" }
         if s.streamed { metadata["stream"] = "true" }

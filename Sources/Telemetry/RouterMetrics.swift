@@ -1,4 +1,6 @@
 import FleetState
+import PrometheusText
+import ResponseCache
 import NIOConcurrencyHelpers
 import Prometheus
 import RoutingCore
@@ -35,6 +37,17 @@ public enum MetricName {
     public static let prefillSpeed = "cacheroute_replica_prefill_tokens_per_second"
     public static let decodeSpeed = "cacheroute_replica_decode_seconds_per_token"
     public static let concurrencyLimit = "cacheroute_replica_concurrency_limit"
+    public static let cacheRequests = "cacheroute_cache_requests_total"
+    public static let cacheStores = "cacheroute_cache_stores_total"
+    public static let cacheRefused = "cacheroute_cache_not_stored_total"
+    public static let cacheEvictions = "cacheroute_cache_evictions_total"
+    public static let cacheBytes = "cacheroute_cache_bytes"
+    public static let cacheEntries = "cacheroute_cache_entries"
+    public static let cacheRedisErrors = "cacheroute_cache_redis_errors_total"
+    public static let cacheCorrupt = "cacheroute_cache_corrupt_entries_total"
+    public static let cacheEmbeddingErrors = "cacheroute_cache_embedding_errors_total"
+    public static let cacheEmbeddingSeconds = "cacheroute_cache_embedding_seconds"
+    public static let cacheVectors = "cacheroute_cache_semantic_vectors"
 
     /// Help text per name (the `# HELP` lines).
     public static let help: [String: String] = [
@@ -65,6 +78,17 @@ public enum MetricName {
         queueRejections: "Requests the router's queue refused, by reason: queue_full (at once), queue_timeout (after queue.timeout); both answered 503 with Retry-After.",
         prefillSpeed: "The replica's prefill speed as the router learned it from its answers (uncached prompt tokens per second; the seed until it served).",
         decodeSpeed: "The replica's decode speed as the router learned it (seconds per output token).",
+        cacheRequests: "Requests by what the response cache did: hit_exact, hit_semantic (answered from the cache, no replica called), miss (looked up, went to the fleet), bypass (opted in but not cacheable: sampled, no-store with no-cache, a stored Responses request, a bad x-cacheroute-cache value).",
+        cacheStores: "Answers stored in the response cache.",
+        cacheRefused: "Answers not stored, by reason: unfinished (no finish_reason, a cut stream), error (an error body or event), too_large (over cache.max_entry_bytes), not_json, no_id.",
+        cacheEvictions: "Entries the memory store dropped to stay within cache.max_bytes.",
+        cacheBytes: "Bytes the memory store holds (entries, keys and bookkeeping), bounded by cache.max_bytes.",
+        cacheEntries: "Entries in the memory store.",
+        cacheRedisErrors: "Redis commands that failed or timed out (the request went to the fleet).",
+        cacheCorrupt: "Stored entries that did not decode (deleted, taken as misses).",
+        cacheEmbeddingErrors: "Embedding calls that failed, timed out or were over cache.semantic.max_concurrent (the request skipped the semantic step).",
+        cacheEmbeddingSeconds: "Latency of the semantic cache's embedding calls.",
+        cacheVectors: "Vectors in this router's semantic index.",
         concurrencyLimit: "Requests the replica runs at once before it queues or fills its KV cache past routing.load.target_kv_usage, as learned from its probes (NaN until seen).",
     ]
 }
@@ -144,7 +168,11 @@ public final class RouterMetrics: ProxyObserver, Sendable {
     static let ttftBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
     static let durationBuckets: [Double] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
 
-    public init(state: RouterState, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+    /// The response cache's counters (nil: the cache is off).
+    let cacheStats: (@Sendable () -> CacheStats)?
+
+    public init(state: RouterState, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), cacheStats: (@Sendable () -> CacheStats)? = nil) {
+        self.cacheStats = cacheStats
         self.state = state
         self.registry = registry
         self.reloadSuccess = registry.makeCounter(descriptor: Self.descriptor(MetricName.reloads), labels: [("result", "success")])
@@ -278,6 +306,50 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         self.registry.emit(into: &out)
         let replicas = self.handles.withLockedValue { Array($0.replicas.keys) }
         self.tallies.emit(into: &out, replicas: replicas, help: Self.help)
+        if let stats = self.cacheStats?() { out += Array(Self.cacheText(stats).utf8) }
         return out
     }
+}
+
+extension RouterMetrics {
+    /// The response cache's families (counters without `_created`, as the rest of the router's).
+    static func cacheText(_ s: CacheStats) -> String {
+        var w = PrometheusWriter()
+        func counter(_ name: String, _ samples: [([(String, String)], Double)]) {
+            w.family(name, type: "counter", help: Self.help(name))
+            for (labels, value) in samples { w.sample(name, labels, value) }
+        }
+        counter(MetricName.cacheRequests, ["hit_exact", "hit_semantic", "miss", "bypass"].map { r in
+            ([("result", r)], Double(s.results[r.replacingUnderscores()] ?? 0))
+        })
+        counter(MetricName.cacheStores, [([], Double(s.stores))])
+        counter(MetricName.cacheRefused, ["unfinished", "error", "too_large", "not_json", "no_id"].map { ([("reason", $0)], Double(s.refused[$0] ?? 0)) })
+        counter(MetricName.cacheEvictions, [([], Double(s.evictions))])
+        w.gauge(MetricName.cacheBytes, help: Self.help(MetricName.cacheBytes), [([], Double(s.bytes))])
+        w.gauge(MetricName.cacheEntries, help: Self.help(MetricName.cacheEntries), [([], Double(s.entries))])
+        counter(MetricName.cacheRedisErrors, [([], Double(s.redisErrors))])
+        counter(MetricName.cacheCorrupt, [([], Double(s.corrupt))])
+        counter(MetricName.cacheEmbeddingErrors, [([], Double(s.embeddingErrors))])
+        w.gauge(MetricName.cacheVectors, help: Self.help(MetricName.cacheVectors), [([], Double(s.vectors))])
+        w.family(MetricName.cacheEmbeddingSeconds, type: "histogram", help: Self.help(MetricName.cacheEmbeddingSeconds))
+        w.histogramSamples(MetricName.cacheEmbeddingSeconds, labels: [], bounds: CacheStats.embeddingBounds, counts: Self.perBucket(s), sum: s.embeddingSum)
+        return w.text
+    }
+
+    /// `CacheStats` keeps cumulative bucket counts; the writer takes per-bucket ones.
+    static func perBucket(_ s: CacheStats) -> [Int] {
+        var out: [Int] = []
+        var below = 0
+        for c in s.embeddingBuckets {
+            out.append(c - below)
+            below = c
+        }
+        out.append(s.embeddingCount - below)
+        return out
+    }
+}
+
+extension String {
+    /// `hit_exact` → `hit-exact` (the header's spelling).
+    func replacingUnderscores() -> String { String(self.map { $0 == "_" ? "-" : $0 }) }
 }
