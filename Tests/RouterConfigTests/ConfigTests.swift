@@ -1,6 +1,7 @@
 import Access
 import Foundation
 import RouterConfig
+import ResponseCache
 import RoutingCore
 import Testing
 
@@ -194,5 +195,53 @@ struct ConfigTests {
         let c = try RouterConfiguration.parse(yaml: "replicas: [{url: 'http://a:1'}]\ntrusted_proxies: [10.0.0.0/8, '::1', 192.168.1.7]\n", file: "t.yaml")
         #expect(c.trustedProxies.map(\.description) == ["10.0.0.0/8", "0:0:0:0:0:0:0:1", "192.168.1.7"])
         #expect(throws: ConfigErrors.self) { try RouterConfiguration.parse(yaml: "replicas: [{url: 'http://a:1'}]\ntrusted_proxies: [10.0.0.0/99]\n", file: "t.yaml") }
+    }
+}
+
+@Suite struct CacheConfigTests {
+    func parse(_ yaml: String) throws(ConfigErrors) -> RouterConfiguration { try RouterConfiguration.parse(yaml: yaml, file: "t.yaml") }
+
+    func errors(_ yaml: String) -> [String] {
+        do {
+            _ = try self.parse(yaml)
+            return []
+        } catch {
+            return error.errors.map(\.description)
+        }
+    }
+
+    @Test func cacheSectionIsReadAndChecked() throws {
+        let c = try self.parse("""
+            replicas: [{url: 'http://a:1'}]
+            cache:
+              enabled: true
+              default_mode: exact
+              store: redis
+              ttl: 1h
+              max_bytes: 64MiB
+              routes:
+                - {match: {model: m, tenant: acme, path: /v1/chat/completions, header: {name: X-App, value: faq}}, mode: semantic, ttl: 30s, threshold: 0.97}
+                - {match: {tenant: unsafe}, max_mode: off}
+              redis: {address: "10.0.0.9:6380", key_prefix: "cr:", timeout: 20ms, connections: 4}
+              semantic: {embeddings_url: "http://127.0.0.1:8009/v1/embeddings", threshold: 0.9, scope_headers: [X-Locale]}
+            """)
+        #expect(c.cache.enabled && c.cache.defaultMode == .exact && c.cache.backend == .redis && c.cache.ttlSeconds == 3600)
+        #expect(c.cache.routes.count == 2 && c.cache.routes[0].match.header?.name == "x-app" && c.cache.routes[0].threshold == 0.97)
+        #expect(c.cache.routes[1].maxMode == .off)
+        #expect(c.cache.redis.host == "10.0.0.9" && c.cache.redis.port == 6380 && c.cache.redis.timeoutSeconds == 0.02)
+        #expect(c.cache.semantic.scopeHeaders == ["x-locale"])
+        let bad = [
+            ("cache: {enabled: true, default_mode: semantic}", "embeddings_url"),
+            ("cache: {default_mode: sometimes}", "expected off, exact or semantic"),
+            ("cache: {store: disk}", "expected memory or redis"),
+            ("cache: {routes: [{match: {path: v1}, mode: exact}]}", "starts with '/'"),
+            ("cache: {routes: [{match: {model: m}, mode: semantic, max_mode: exact}]}", "above max_mode"),
+            ("cache: {max_bytes: 2MiB, max_entry_bytes: 4MiB}", "exceeds max_bytes"),
+            ("cache: {semantic: {embeddings_url: 'ftp://x'}}", "http://"),
+        ]
+        for (yaml, expected) in bad {
+            let errors = self.errors("replicas: [{url: 'http://a:1'}]\n" + yaml)
+            #expect(errors.contains { $0.contains(expected) }, "\(yaml): \(errors)")
+        }
     }
 }
