@@ -17,8 +17,10 @@ public struct CacheLookup: Sendable {
     public var similarity: Double?
     /// The request's unit vector (semantic mode), kept to store the answer with.
     public var vector: [Float]?
+    /// A semantic hit: the key of the earlier request whose answer it is.
+    public var matched: CacheKey?
 
-    public static let miss = CacheLookup(answer: nil, similarity: nil, vector: nil)
+    public static let miss = CacheLookup(answer: nil, similarity: nil, vector: nil, matched: nil)
 }
 
 /// The response-cache layer before placement: looks up and stores answers in memory or in a
@@ -178,11 +180,11 @@ public final class CacheLayer: Sendable {
         let form: AnswerForm = request.stream ? .stream : .json
         let exact: EventLoopFuture<CachedAnswer?> = request.lookup ? self.fetch(request.key, form, on: loop) : loop.makeSucceededFuture(nil)
         return exact.flatMap { found in
-            if let found { return loop.makeSucceededFuture(CacheLookup(answer: found, similarity: nil, vector: nil)) }
+            if let found { return loop.makeSucceededFuture(CacheLookup(answer: found, similarity: nil, vector: nil, matched: nil)) }
             guard let query = request.semantic, self.embeddings != nil else { return loop.makeSucceededFuture(.miss) }
             return self.embed(query.text, on: loop).flatMap { vector in
                 guard let vector else { return loop.makeSucceededFuture(.miss) }
-                let missed = CacheLookup(answer: nil, similarity: nil, vector: vector)
+                let missed = CacheLookup(answer: nil, similarity: nil, vector: vector, matched: nil)
                 guard request.lookup else { return loop.makeSucceededFuture(missed) }
                 return self.syncGate(query.gate, on: loop).flatMap {
                     let now = self.clock()
@@ -195,7 +197,7 @@ public final class CacheLayer: Sendable {
                             if form == .json { self.index.withLockedValue { $0.remove(near.entry.key) } }
                             return missed
                         }
-                        return CacheLookup(answer: answer, similarity: near.similarity, vector: vector)
+                        return CacheLookup(answer: answer, similarity: near.similarity, vector: vector, matched: near.entry.key)
                     }
                 }
             }

@@ -39,7 +39,7 @@ extension ClientConnection {
                 guard self.exchange === x else { return }
                 let found = (try? result.get()) ?? .miss
                 if let answer = found.answer {
-                    self.serveHit(x, answer, request: request, similarity: found.similarity)
+                    self.serveHit(x, answer, request: request, similarity: found.similarity, matched: found.matched)
                     return
                 }
                 x.cacheVector = found.vector
@@ -58,12 +58,13 @@ extension ClientConnection {
     }
 
     /// Answers with a stored answer, fresh ids and time, as the router's own response.
-    func serveHit(_ x: Exchange, _ answer: CachedAnswer, request: CacheRequest, similarity: Double?) {
+    /// A semantic hit names the entry it served (`matched`) as its key: the one to delete.
+    func serveHit(_ x: Exchange, _ answer: CachedAnswer, request: CacheRequest, similarity: Double?, matched: CacheKey?) {
         let now = CacheLayer.wallClock()
         let body = Replay.body(answer, api: request.api, id: Replay.freshID(like: answer.id), now: Int(now))
         let result = similarity == nil ? "hit-exact" : "hit-semantic"
         x.cacheResult = result
-        var fields = "x-cacheroute-cache: \(result)\r\nage: \(Int(max(0, now - answer.storedAt)))\r\nx-cacheroute-cache-key: \(request.key)\r\n"
+        var fields = "x-cacheroute-cache: \(result)\r\nage: \(Int(max(0, now - answer.storedAt)))\r\nx-cacheroute-cache-key: \(matched ?? request.key)\r\n"
         if let similarity { fields += "x-cacheroute-cache-similarity: \((similarity * 10000).rounded() / 10000)\r\n" }
         x.cacheFields = Array(fields.utf8)
         x.localType = answer.contentType

@@ -422,7 +422,10 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         }
         // The response cache, before placement: a hit never reaches the fleet.
         if let cache = self.cache, case .keyed(let api) = route {
-            self.consultCache(cache, x, api: api, tenant: authenticated ?? tenant, header: lookup) {
+            // Its scope is the tenant even where no tenant feature is configured: answers are
+            // never shared across tenants.
+            let scope = authenticated ?? (access.usesTenants ? tenant : queue.tenantHeader.flatMap(lookup) ?? "")
+            self.consultCache(cache, x, api: api, tenant: scope, header: lookup) {
                 self.place(x, uncounted: uncounted, authenticated: authenticated)
             }
             return

@@ -7,6 +7,7 @@ import CacheRouteTestSupport
 import FastJSON
 import Foundation
 import HTTPTransport
+import NIOConcurrencyHelpers
 import NIOHTTP1
 import ReplicaEmulator
 import ResponseCache
@@ -243,6 +244,46 @@ struct ResponseCacheTests {
                 if !recovered { try await Task.sleep(for: .milliseconds(300)) }
             }
             #expect(recovered)
+        }
+    }
+
+    /// The semantic gates, with an embeddings endpoint that gives every text the same vector
+    /// (similarity 1): only the gates keep requests apart. A dead endpoint costs nothing but the hit.
+    @Test func semanticHitsStayWithinTheirGates() async throws {
+        let vector = (0..<8).map { _ in "0.5" }.joined(separator: ",")
+        let doc = #"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[\#(vector)]}],"model":"m"}"#
+        let embeddings = RecordingReplica(response: "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: \(doc.utf8.count)\r\n\r\n\(doc)")
+        let server = try await LoopbackServer.start { RecordingReplica.Handler(embeddings) }
+        defer { Task { await server.stop() } }
+        try await withCachedRouter(configure: { c in
+            c.cache.defaultMode = .semantic
+            c.cache.semantic.embeddingsURL = "http://127.0.0.1:\(server.port)/v1/embeddings"
+        }) { router, servers in
+            let (_, first) = try await post(router, Self.body("How do I reset my password?"))
+            #expect(first == "miss")
+            let calls = servers[0].replica.stats.requests
+            let (hit, r) = try await post(router, Self.body("What are the steps to reset my password?"))
+            #expect(r == "hit-semantic" && hit.headers["x-cacheroute-cache-similarity"].first == "1.0", "\(hit.headers)")
+            #expect(servers[0].replica.stats.requests == calls)
+            // The embedded text is the last user turn only.
+            #expect(embeddings.requests.withLockedValue { $0.last.map { String(decoding: $0.body, as: UTF8.self) } }?.contains("steps to reset") == true)
+            let tools = #","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{}}}}]"#
+            let gated: [(String, HTTPHeaders)] = [
+                (Self.body("Reset password?"), ["x-tenant": "other"]),
+                (Self.body("Reset password?").replacingOccurrences(of: #""temperature":0"#, with: #""temperature":0.5,"seed":1"#), [:]),
+                (Self.body("Reset password?", extra: tools), [:]),
+                (Self.body("Reset password?").replacingOccurrences(of: #""max_tokens":6"#, with: #""max_tokens":7"#), [:]),
+            ]
+            for (body, headers) in gated {
+                let (_, result) = try await post(router, body, headers: headers)
+                #expect(result == "miss", "\(body) \(headers)")
+            }
+            // Exact mode asked for: no semantic hit.
+            #expect(try await post(router, Self.body("Password reset how?"), headers: ["x-cacheroute-cache": "exact"]).1 == "miss")
+            await server.stop()
+            let (answer, down) = try await post(router, Self.body("Totally new question"))
+            #expect(answer.status == .ok && down == "miss")
+            #expect(router.cache!.stats().embeddingErrors >= 1)
         }
     }
 }
