@@ -30,6 +30,8 @@ let package = Package(
         .library(name: "RoutingCore", targets: ["RoutingCore"]),
         .library(name: "RouterConfig", targets: ["RouterConfig"]),
         .library(name: "HTTPTransport", targets: ["HTTPTransport"]),
+        .library(name: "ResponseCache", targets: ["ResponseCache"]),
+        .library(name: "CacheStore", targets: ["CacheStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

@@ -39,6 +39,14 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "CacheMemoryBench",
+            dependencies: [
+                .product(name: "ResponseCache", package: root),
+                .product(name: "CacheStore", package: root),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
             name: "HeadFuzz",
             dependencies: [
                 .product(name: "HTTPTransport", package: root),

@@ -7,7 +7,7 @@ import NIOConcurrencyHelpers
 /// few large ones. Entries live in a slab (arrays indexed by slot) linked in use order: a hit
 /// moves its slot to the front, room is made from the back.
 struct LRUStore {
-    static let overhead = 160
+    static let overhead = 224
 
     var index: [String: Int32] = [:]
     var keys: [String] = []

@@ -54,6 +54,22 @@ public struct CacheRequest: Sendable {
     public var stream: Bool
     /// Semantic mode: the content embedded and the hash of everything else.
     public var semantic: SemanticQuery?
+
+    public init(
+        api: RequestAPI, mode: CacheMode, key: CacheKey, lookup: Bool, store: Bool, noStoreReason: String? = nil, ttlSeconds: Double, threshold: Double,
+        stream: Bool, semantic: SemanticQuery? = nil
+    ) {
+        self.api = api
+        self.mode = mode
+        self.key = key
+        self.lookup = lookup
+        self.store = store
+        self.noStoreReason = noStoreReason
+        self.ttlSeconds = ttlSeconds
+        self.threshold = threshold
+        self.stream = stream
+        self.semantic = semantic
+    }
 }
 
 /// The part of a request the semantic cache compares by meaning, and the gate on the rest.
