@@ -144,29 +144,38 @@ public final class CacheLayer: Sendable {
         self.redis == nil ? key.storageKey(form) : self.redisPrefix + "r:" + key.storageKey(form)
     }
 
-    /// Reads one entry; a corrupt one is deleted and taken as a miss.
-    func fetch(_ key: CacheKey, _ form: AnswerForm, on loop: any EventLoop) -> EventLoopFuture<CachedAnswer?> {
-        let name = self.storageKey(key, form)
-        let raw: EventLoopFuture<[UInt8]?>
+    /// Reads a key's answer in `form`, else in the other form converted (`FormConversion`), in
+    /// one store round trip; a corrupt entry is deleted and taken as a miss.
+    func fetch(_ key: CacheKey, _ form: AnswerForm, api: RequestAPI, on loop: any EventLoop) -> EventLoopFuture<CachedAnswer?> {
+        let other: AnswerForm = form == .json ? .stream : .json
+        let forms = FormConversion.converts(api: api, from: other, to: form) ? [form, other] : [form]
+        let names = forms.map { self.storageKey(key, $0) }
+        let raw: EventLoopFuture<[[UInt8]?]>
         if let memory {
-            raw = loop.makeSucceededFuture(memory.get([name], now: self.clock())[0])
+            raw = loop.makeSucceededFuture(memory.get(names, now: self.clock()))
         } else if let redis {
-            raw = redis.send([Array("GET".utf8), Array(name.utf8)]).hop(to: loop).map { $0.bytes }.flatMapErrorThrowing { error in
+            raw = redis.send([Array("MGET".utf8)] + names.map { Array($0.utf8) }).hop(to: loop).map { value in
+                guard case .array(let items?) = value else { return [] }
+                return items.map { $0.bytes }
+            }.flatMapErrorThrowing { error in
                 self.failed("redis", error)
-                return nil
+                return []
             }
         } else {
-            raw = loop.makeSucceededFuture(nil)
+            raw = loop.makeSucceededFuture([])
         }
-        return raw.map { bytes in
-            guard let bytes else { return nil }
-            guard let answer = CachedAnswer.decode(bytes) else {
-                self.counters.withLockedValue { $0.corrupt += 1 }
-                self.delete(name)
-                return nil
+        return raw.map { found in
+            for (name, bytes) in zip(names, found) {
+                guard let bytes else { continue }
+                guard let answer = CachedAnswer.decode(bytes) else {
+                    self.counters.withLockedValue { $0.corrupt += 1 }
+                    self.delete(name)
+                    continue
+                }
+                guard answer.expiresAt > self.clock(), let served = FormConversion.convert(answer, api: api, to: form) else { continue }
+                return served
             }
-            guard answer.expiresAt > self.clock() else { return nil }
-            return answer
+            return nil
         }
     }
 
@@ -178,7 +187,7 @@ public final class CacheLayer: Sendable {
     /// Exact, then (semantic mode) the nearest earlier request within the gates.
     public func lookup(_ request: CacheRequest, on loop: any EventLoop) -> EventLoopFuture<CacheLookup> {
         let form: AnswerForm = request.stream ? .stream : .json
-        let exact: EventLoopFuture<CachedAnswer?> = request.lookup ? self.fetch(request.key, form, on: loop) : loop.makeSucceededFuture(nil)
+        let exact: EventLoopFuture<CachedAnswer?> = request.lookup ? self.fetch(request.key, form, api: request.api, on: loop) : loop.makeSucceededFuture(nil)
         return exact.flatMap { found in
             if let found { return loop.makeSucceededFuture(CacheLookup(answer: found, similarity: nil, vector: nil, matched: nil)) }
             guard let query = request.semantic, self.embeddings != nil else { return loop.makeSucceededFuture(.miss) }
@@ -191,10 +200,10 @@ public final class CacheLayer: Sendable {
                     guard let near = self.index.withLockedValue({ $0.nearest(gate: query.gate, to: vector, now: now) }),
                         near.similarity >= request.threshold
                     else { return loop.makeSucceededFuture(missed) }
-                    return self.fetch(near.entry.key, form, on: loop).map { answer in
+                    return self.fetch(near.entry.key, form, api: request.api, on: loop).map { answer in
                         guard let answer else {
-                            // Its answer expired or was deleted (or exists in the other form only).
-                            if form == .json { self.index.withLockedValue { $0.remove(near.entry.key) } }
+                            // Its answer expired or was deleted.
+                            self.index.withLockedValue { $0.remove(near.entry.key) }
                             return missed
                         }
                         return CacheLookup(answer: answer, similarity: near.similarity, vector: vector, matched: near.entry.key)

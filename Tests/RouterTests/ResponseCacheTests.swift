@@ -186,9 +186,38 @@ struct ResponseCacheTests {
                 r = c.chat.completions.with_raw_response.create(stream=True, **args)
                 assert r.headers["x-cacheroute-cache"] == "hit-exact", r.headers
                 assert text(r.parse()) == s1 and len(s1) > 0
+                # A JSON answer served as a stream (converted), read by the client.
+                args2 = dict(args, messages=[{"role": "user", "content": "converted"}])
+                whole = c.chat.completions.create(**args2).choices[0].message.content
+                r2 = c.chat.completions.with_raw_response.create(stream=True, **args2)
+                assert r2.headers["x-cacheroute-cache"] == "hit-exact" and text(r2.parse()) == whole, r2.headers
                 print("ok")
                 """
             guard let (status, output) = try await TestSupport.python(script, requires: "openai") else { return }
+            #expect(status == 0 && output.contains("ok"), "\(output)")
+        }
+    }
+
+    @Test func anthropicClientReadsHits() async throws {
+        try await withCachedRouter { router, _ in
+            let script = """
+                import anthropic
+                c = anthropic.Anthropic(base_url="http://127.0.0.1:\(router.proxy.port)", api_key="none", max_retries=0)
+                args = dict(model="cacheroute-demo", max_tokens=5, extra_body={"temperature": 0}, messages=[{"role": "user", "content": "Hello"}])
+                a = c.messages.with_raw_response.create(**args)
+                b = c.messages.with_raw_response.create(**args)
+                assert a.headers["x-cacheroute-cache"] == "miss" and b.headers["x-cacheroute-cache"] == "hit-exact", (a.headers, b.headers)
+                ma, mb = a.parse(), b.parse()
+                assert ma.content[0].text == mb.content[0].text and mb.id != ma.id
+                assert mb.usage.cache_read_input_tokens == ma.usage.input_tokens + (ma.usage.cache_read_input_tokens or 0), mb.usage
+                with c.messages.stream(**dict(args, messages=[{"role": "user", "content": "Streamed"}])) as s:
+                    live = "".join(s.text_stream)
+                with c.messages.stream(**dict(args, messages=[{"role": "user", "content": "Streamed"}])) as s:
+                    again = "".join(s.text_stream)
+                assert live == again and live, (live, again)
+                print("ok")
+                """
+            guard let (status, output) = try await TestSupport.python(script, requires: "anthropic") else { return }
             #expect(status == 0 && output.contains("ok"), "\(output)")
         }
     }
@@ -284,6 +313,58 @@ struct ResponseCacheTests {
             let (answer, down) = try await post(router, Self.body("Totally new question"))
             #expect(answer.status == .ok && down == "miss")
             #expect(router.cache!.stats().embeddingErrors >= 1)
+        }
+    }
+
+    /// A stream's deltas joined (chat content, completions text, Responses output text, Messages text).
+    static func joinedText(_ sse: String) -> String {
+        var out = ""
+        for data in TestSupport.sseEvents(sse) {
+            guard let e = try? JSONValue.parse(data) else { continue }
+            if let t = e["choices"]?[0]?["delta"]?["content"]?.stringValue {
+                out += t
+            } else if let t = e["choices"]?[0]?["text"]?.stringValue {
+                out += t
+            } else if e["type"]?.stringValue == "response.output_text.delta", let t = e["delta"]?.stringValue {
+                out += t
+            } else if let t = e["delta"]?["text"]?.stringValue {
+                out += t
+            }
+        }
+        return out
+    }
+
+    /// The key leaves `stream` out: an answer stored in one form serves the other.
+    @Test func oneFormServesTheOther() async throws {
+        try await withCachedRouter { router, _ in
+            let port = router.proxy.port
+            // Chat: stream stored, JSON served; JSON stored, stream served.
+            let (live, _) = try await post(router, Self.body("forms", stream: true))
+            let (json, r1) = try await post(router, Self.body("forms"))
+            #expect(r1 == "hit-exact")
+            #expect((try JSONValue.parse(json.bodyBytes))["choices"]?[0]?["message"]?["content"]?.stringValue == Self.joinedText(live.bodyText))
+            let (liveJSON, _) = try await post(router, Self.body("forms 2"))
+            let (stream, r2) = try await post(router, Self.body("forms 2", stream: true))
+            #expect(r2 == "hit-exact" && TestSupport.sseEvents(stream.bodyText).last == "[DONE]")
+            #expect(Self.joinedText(stream.bodyText) == (try JSONValue.parse(liveJSON.bodyBytes))["choices"]?[0]?["message"]?["content"]?.stringValue)
+            // Completions, Responses (store: false) and Messages: stream stored, JSON served.
+            let cases: [(path: String, body: String, text: (JSONValue) -> String?)] = [
+                ("/v1/completions", #"{"model":"cacheroute-demo","prompt":"Once","temperature":0,"max_tokens":5,"stream":true}"#, { $0["choices"]?[0]?["text"]?.stringValue }),
+                ("/v1/responses", #"{"model":"cacheroute-demo","input":"Hello","temperature":0,"max_output_tokens":5,"store":false,"stream":true}"#, {
+                    $0["output"]?[0]?["content"]?[0]?["text"]?.stringValue
+                }),
+                ("/v1/messages", #"{"model":"cacheroute-demo","messages":[{"role":"user","content":"Hi"}],"temperature":0,"max_tokens":5,"stream":true}"#, {
+                    $0["content"]?[0]?["text"]?.stringValue
+                }),
+            ]
+            for c in cases {
+                let streamed = try await TestSupport.post(port, c.path, c.body)
+                #expect(streamed.headers["x-cacheroute-cache"].first == "miss", "\(c.path) \(streamed.headers)")
+                let whole = try await TestSupport.post(port, c.path, c.body.replacingOccurrences(of: #","stream":true"#, with: ""))
+                #expect(whole.headers["x-cacheroute-cache"].first == "hit-exact", "\(c.path)")
+                let doc = try JSONValue.parse(whole.bodyBytes)
+                #expect(c.text(doc) == Self.joinedText(streamed.bodyText) && !(c.text(doc) ?? "").isEmpty, "\(c.path): \(whole.bodyText)")
+            }
         }
     }
 }
