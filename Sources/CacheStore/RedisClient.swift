@@ -219,7 +219,7 @@ public final class RedisClient: Sendable {
         }
         let future = ClientBootstrap(group: loop)
             .connectTimeout(self.timeout * 4)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(RedisHandler()) }
             }
