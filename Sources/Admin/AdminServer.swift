@@ -139,7 +139,7 @@ final class AdminHandler: ChannelInboundHandler {
             self.json(
                 context, head, .ok,
                 .object([
-                    "replicas": .array(self.state.replicaReport().map(Self.replicaJSON)),
+                    "replicas": .array(self.state.replicaReport().map { Self.replicaJSON($0, now: self.state.now()) }),
                     "queue": .object([
                         "depth": .int(Int64(queue.depth)), "bytes": .int(Int64(queue.bytes)), "queued_total": .int(Int64(queue.queued)),
                         "refused_total": .object(QueueRejection.allCases.map { .init($0.rawValue, .int(Int64(queue.refused[$0] ?? 0))) }),
@@ -156,7 +156,7 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
-    static func replicaJSON(_ r: ReplicaReport) -> JSONValue {
+    static func replicaJSON(_ r: ReplicaReport, now: Double) -> JSONValue {
         func num(_ v: Double?) -> JSONValue { v.map { $0.isFinite ? .double($0) : .null } ?? .null }
         func int(_ v: Int?) -> JSONValue { v.map { .int(Int64($0)) } ?? .null }
         let p = r.probe
@@ -185,6 +185,18 @@ final class AdminHandler: ChannelInboundHandler {
             "concurrency_limit": num(r.learned?.concurrencyLimit.map { ($0 * 10).rounded() / 10 }),
             "speed_samples": .int(Int64(r.learned?.prefillSamples ?? 0)),
             "last_error": r.health.lastError.map { .string($0) } ?? .null,
+            "prefix_index_entries": .int(Int64(r.indexBlocks)),
+            "predicted_cached_tokens": .int(Int64(r.truth.predictedTokens)),
+            "reported_cached_tokens": .int(Int64(r.truth.reportedTokens)),
+            "cache_resets": .object(CacheResetReason.allCases.map { .init($0.rawValue, .int(Int64(r.truth.resets[$0] ?? 0))) }),
+            // The last predicted hits that came back uncached (newest last); hashes and counts only.
+            "recent_mispredictions": .array(
+                r.truth.recent.map { m in
+                    .object([
+                        "seconds_ago": .double(((now - m.at) * 10).rounded() / 10), "predicted_cached_tokens": .int(Int64(m.predictedTokens)),
+                        "reported_cached_tokens": .int(Int64(m.reportedTokens)), "prompt_tokens": .int(Int64(m.promptTokens)),
+                    ])
+                }),
         ])
     }
 

@@ -122,12 +122,17 @@ public final class RouterState: Sendable {
     /// Runs `body` on the core under the lock, and tells listeners if it rebuilt the snapshot.
     @inline(__always)
     func update<T>(_ body: (inout FleetRouter) -> T) -> T {
-        let (result, changed) = self.inner.withLockedValue { s -> (T, Bool) in
+        let (result, changed, resets) = self.inner.withLockedValue { s -> (T, Bool, [(replica: String, reason: CacheResetReason, dropped: Int)]) in
             let before = s.core.version
             let result = body(&s.core)
-            return (result, s.core.version != before)
+            return (result, s.core.version != before, s.core.resets.isEmpty ? [] : s.core.takeResets())
         }
         if changed { self.notify() }
+        for r in resets {
+            self.logger.warning(
+                "replica's prefix cache is gone: forgetting what the router thought it held",
+                metadata: ["replica": "\(r.replica)", "reason": "\(r.reason.rawValue)", "index_entries_dropped": "\(r.dropped)"])
+        }
         return result
     }
 
@@ -317,7 +322,7 @@ public final class RouterState: Sendable {
             if let o = observation {
                 core.observe(
                     placement, firstTokenSeconds: o.firstTokenSeconds, seconds: o.seconds, promptTokens: o.promptTokens, cachedTokens: o.cachedTokens,
-                    outputTokens: o.outputTokens)
+                    outputTokens: o.outputTokens, now: now)
             }
             return (core.finish(placement, outcome: outcome, now: now), !core.queue.isEmpty)
         }
@@ -342,6 +347,12 @@ public final class RouterState: Sendable {
     }
 
     /// Feeds probed load signals to the routing core.
+    /// Feeds what a scrape says of a replica's process and cache counters (a restart forgets
+    /// its prefix-index entries).
+    public func observeCacheSignals(_ name: String, processStart: Double?, cacheQueries: Double?) {
+        _ = self.update { $0.observeCacheSignals(name, processStart: processStart, cacheQueries: cacheQueries) }
+    }
+
     public func observeLoad(_ name: String, waiting: Int?, running: Int?, kvUsage: Double?, cacheTokens: Int?) {
         self.inner.withLockedValue { $0.core.observeLoad(name, waiting: waiting, running: running, kvUsage: kvUsage, cacheTokens: cacheTokens) }
     }
@@ -414,7 +425,9 @@ public final class RouterState: Sendable {
                     load: s.core.router.load(replicaID: fleet.ids[i]),
                     probe: s.probes[spec.name] ?? ProbeReport(),
                     learned: s.core.router.service.learned(replicaID: fleet.ids[i]),
-                    speed: s.core.router.service.estimate(replicaID: fleet.ids[i])
+                    speed: s.core.router.service.estimate(replicaID: fleet.ids[i]),
+                    truth: s.core.router.truth.replicas[fleet.ids[i]] ?? CacheTruth.Replica(),
+                    indexBlocks: s.core.router.index.count(replicaID: fleet.ids[i])
                 )
             }
         }
@@ -478,6 +491,10 @@ public struct ReplicaReport: Sendable {
     public var learned: ServiceEstimate?
     /// ... and as placement uses it (the seeds until learned; close speeds count as the mean).
     public var speed: ServiceEstimate
+    /// Predicted against reported cached tokens, recent mispredictions, cache resets.
+    public var truth = CacheTruth.Replica()
+    /// Prefix-index entries (blocks and sessions) held for it.
+    public var indexBlocks = 0
 }
 
 /// What the probes learned of a replica.

@@ -12,6 +12,8 @@ extension EmulatedReplica {
             (c.stats, c.engine.cache.queriedTokens, c.engine.cache.hitTokens, c.engine.waitingCount, c.engine.runningCount, c.engine.cache.usage)
         }
         var w = PrometheusWriter()
+        // Python's process collector, as vLLM and SGLang export it: a restart shows as a new value.
+        w.gauge("process_start_time_seconds", help: "Start time of the process since unix epoch in seconds.", [([], self.createdUnix)])
         switch self.settings.engine {
         case .vllm: self.vllm(&w, stats, queried, hits, waiting, running, usage)
         case .sglang: self.sglang(&w, stats, queried, hits, waiting, running, usage)

@@ -151,6 +151,7 @@ public final class ProbeService: Service, Sendable {
         }
         if let s = signals {
             self.state.observeLoad(name, waiting: s.waiting, running: s.running, kvUsage: s.kvUsage, cacheTokens: s.cacheTokens)
+            self.state.observeCacheSignals(name, processStart: s.processStart, cacheQueries: s.cacheCounters?.queries)
         }
         if let modelList, !modelList.isEmpty { self.state.observeModels(name, models: modelList) }
     }

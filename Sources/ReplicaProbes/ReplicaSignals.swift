@@ -14,10 +14,13 @@ public struct ReplicaSignals: Sendable, Equatable {
     public var cacheHitRate: Double?
     /// KV capacity in tokens (vLLM `cache_config_info`: num_gpu_blocks x block_size).
     public var cacheTokens: Int?
+    /// `process_start_time_seconds` (Python's process collector: vLLM and SGLang export it).
+    public var processStart: Double?
 
     public static func == (a: ReplicaSignals, b: ReplicaSignals) -> Bool {
         a.waiting == b.waiting && a.running == b.running && a.kvUsage == b.kvUsage && a.cacheCounters?.queries == b.cacheCounters?.queries
             && a.cacheCounters?.hits == b.cacheCounters?.hits && a.cacheHitRate == b.cacheHitRate && a.cacheTokens == b.cacheTokens
+            && a.processStart == b.processStart
     }
 
     public init(_ m: PrometheusExposition, engine: Engine) {
@@ -31,6 +34,7 @@ public struct ReplicaSignals: Sendable, Equatable {
             return nil
         }
         // Accept whichever engine's names are present: a misconfigured `engine` still probes.
+        self.processStart = finite(m.samples(named: "process_start_time_seconds").first?.value)
         let sglang = ["sglang:", "sglang_"]
         let isSGLang = engine == .sglang || (m.samples(named: "vllm:num_requests_waiting").isEmpty && sglang.contains { !m.samples(named: "\($0)num_queue_reqs").isEmpty })
         if isSGLang {

@@ -59,6 +59,14 @@ public struct PrefixIndex: Sendable {
         self.slices.removeAll { id, _ in !ids.contains(id) }
     }
 
+    /// Forgets everything held for replica `id` (its cache is gone); the number of entries dropped.
+    @discardableResult
+    public mutating func forget(replicaID id: Int) -> Int {
+        let n = self.count(replicaID: id)
+        self.slices.removeAll { slice, _ in slice == id }
+        return n
+    }
+
     /// Number of blocks held for replica `id`.
     public func count(replicaID id: Int) -> Int { self.slices.read(id) { $0.count } ?? 0 }
 

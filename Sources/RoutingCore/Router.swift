@@ -9,6 +9,8 @@ import XXHash
 public struct Router: Sendable {
     public var settings: RoutingSettings
     public var index = PrefixIndex()
+    /// Predicted against reported cached tokens, and the signals that a replica's cache is gone.
+    public var truth = CacheTruth()
     public var spill: SpillTracker
     /// Each replica's learned speed.
     public var service: ServiceModel
@@ -57,6 +59,7 @@ public struct Router: Sendable {
         let ids = Set(fleet.ids)
         self.index.retain(replicaIDs: ids)
         self.service.retain(replicaIDs: ids)
+        self.truth.retain(replicaIDs: ids)
         self.loads.removeAll { id, load in !ids.contains(id) && load.inFlight == 0 }
         self.probedCacheTokens.removeAll { id, _ in !ids.contains(id) }
     }
@@ -469,8 +472,10 @@ public struct Router: Sendable {
             return (ahead, (load.probedWaiting ?? 0) > 0)
         }
         let prompt = keys?.promptTokens(bytesPerToken: self.settings.keying.bytesPerToken) ?? 0
-        return PlacementTicket(
+        var ticket = PlacementTicket(
             replicaID: id, pendingTokens: pending, promptTokens: prompt, aheadTokens: ahead, sentAt: now, replicaWasQueueing: queueing)
+        ticket.predictedCachedTokens = max(0, prompt - pending)
+        return ticket
     }
 
     /// The first byte of the answer arrived: the prefill is done.
@@ -488,15 +493,26 @@ public struct Router: Sendable {
     ///   - promptTokens, cachedTokens: the replica's own `usage` figures, when it reported them
     ///     (their ratio scales the router's estimate of the prefill it did).
     ///   - outputTokens: `usage.completion_tokens`, when reported.
+    /// Returns why the replica's prefix-index entries were forgotten, when the answer ended a run
+    /// of predicted hits that came back uncached (`CacheTruth`).
+    @discardableResult
     public mutating func observe(
         _ ticket: PlacementTicket,
         firstTokenSeconds: Double?,
         seconds: Double,
         promptTokens: Int?,
         cachedTokens: Int?,
-        outputTokens: Int?
-    ) {
-        guard ticket.counted else { return }
+        outputTokens: Int?,
+        now: Double = 0
+    ) -> CacheResetReason? {
+        guard ticket.counted else { return nil }
+        var reset: CacheResetReason?
+        if let cached = cachedTokens {
+            reset = self.truth.answered(
+                replicaID: ticket.replicaID, predicted: ticket.predictedCachedTokens, estimatedPrompt: ticket.promptTokens, reportedPrompt: promptTokens,
+                reportedCached: cached, now: now)
+            if reset != nil { self.index.forget(replicaID: ticket.replicaID) }
+        }
         var miss = ticket.pendingTokens
         if let prompt = promptTokens, prompt > 0, let cached = cachedTokens {
             miss = Int((Double(ticket.promptTokens) * Double(max(0, prompt - cached)) / Double(prompt)).rounded())
@@ -507,6 +523,7 @@ public struct Router: Sendable {
                 missTokens: miss, replicaWasQueueing: ticket.replicaWasQueueing, aheadTokens: ticket.aheadTokens,
                 firstTokenSeconds: firstTokenSeconds, seconds: seconds, outputTokens: outputTokens)
         )
+        return reset
     }
 
     /// The request ended (success, failure or cancel).

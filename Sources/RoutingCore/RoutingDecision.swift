@@ -266,6 +266,9 @@ public struct PlacementTicket: Sendable, Equatable {
     public var sentAt: Double
     /// The replica's probes showed requests waiting when it was sent.
     public var replicaWasQueueing: Bool
+    /// Prompt tokens the router expected the replica to hold (its prefix index's match), checked
+    /// against what the replica reports (`CacheTruth`).
+    public var predictedCachedTokens = 0
     /// False for a request that costs the replica next to nothing and teaches nothing (Anthropic
     /// `count_tokens`): it counts in no load and no service model.
     public var counted = true

@@ -37,6 +37,9 @@ public enum MetricName {
     public static let prefillSpeed = "cacheroute_replica_prefill_tokens_per_second"
     public static let decodeSpeed = "cacheroute_replica_decode_seconds_per_token"
     public static let concurrencyLimit = "cacheroute_replica_concurrency_limit"
+    public static let predictedCachedTokens = "cacheroute_replica_predicted_cached_tokens_total"
+    public static let reportedCachedTokens = "cacheroute_replica_reported_cached_tokens_total"
+    public static let cacheResets = "cacheroute_replica_cache_resets_total"
     public static let cacheRequests = "cacheroute_cache_requests_total"
     public static let cacheStores = "cacheroute_cache_stores_total"
     public static let cacheRefused = "cacheroute_cache_not_stored_total"
@@ -78,6 +81,9 @@ public enum MetricName {
         queueRejections: "Requests the router's queue refused, by reason: queue_full (at once), queue_timeout (after queue.timeout); both answered 503 with Retry-After.",
         prefillSpeed: "The replica's prefill speed as the router learned it from its answers (uncached prompt tokens per second; the seed until it served).",
         decodeSpeed: "The replica's decode speed as the router learned it (seconds per output token).",
+        predictedCachedTokens: "Prompt tokens the router predicted the replica held in its prefix cache (its prefix index), over answers whose usage reports cached tokens, scaled to the replica's token count.",
+        reportedCachedTokens: "Cached prompt tokens the replica reported for the same answers. Predicted far above reported: the router's index is stale for the replica.",
+        cacheResets: "Times the router forgot what it thought a replica's prefix cache held, by reason: restart (process_start_time_seconds changed), counters_reset (its prefix-cache counters went backwards), health_flap (back up after down), mispredictions (predicted hits came back uncached, three in a row).",
         cacheRequests: "Requests by what the response cache did: hit_exact, hit_semantic (answered from the cache, no replica called), miss (looked up, went to the fleet), bypass (opted in but not cacheable: sampled, no-store with no-cache, a stored Responses request, a bad x-cacheroute-cache value).",
         cacheStores: "Answers stored in the response cache.",
         cacheRefused: "Answers not stored, by reason: unfinished (no finish_reason, a cut stream), error (an error body or event), too_large (over cache.max_entry_bytes), not_json, no_id.",
@@ -113,6 +119,9 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         let prefillSpeed: Gauge
         let decodeSpeed: Gauge
         let concurrencyLimit: Gauge
+        let predicted: Counter
+        let reported: Counter
+        let resets: [CacheResetReason: Counter]
 
         var gauges: [Gauge] { [self.inFlight, self.up, self.hitRatio, self.queue, self.running, self.kv, self.prefillSpeed, self.decodeSpeed, self.concurrencyLimit] }
 
@@ -129,6 +138,13 @@ public final class RouterMetrics: ProxyObserver, Sendable {
             self.prefillSpeed = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.prefillSpeed), labels: l)
             self.decodeSpeed = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.decodeSpeed), labels: l)
             self.concurrencyLimit = r.makeGauge(descriptor: RouterMetrics.descriptor(MetricName.concurrencyLimit), labels: l)
+            self.predicted = r.makeCounter(descriptor: RouterMetrics.descriptor(MetricName.predictedCachedTokens), labels: l)
+            self.reported = r.makeCounter(descriptor: RouterMetrics.descriptor(MetricName.reportedCachedTokens), labels: l)
+            var resets: [CacheResetReason: Counter] = [:]
+            for reason in CacheResetReason.allCases {
+                resets[reason] = r.makeCounter(descriptor: RouterMetrics.descriptor(MetricName.cacheResets), labels: l + [("reason", reason.rawValue)])
+            }
+            self.resets = resets
         }
     }
 
@@ -139,6 +155,7 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         /// Last values seen in the state, to turn totals into counter increments.
         var lastProbeFailures: [String: Int] = [:]
         var lastEjections: [String: Int] = [:]
+        var lastTruth: [String: CacheTruth.Replica] = [:]
         var lastWidenings = 0
         var lastRefused: [QueueRejection: Int] = [:]
     }
@@ -239,10 +256,11 @@ public final class RouterMetrics: ProxyObserver, Sendable {
             }
             for (name, handles) in h.replicas where !names.contains(name) {
                 for g in handles.gauges { r.unregisterGauge(g) }
-                for c in [handles.probeFailures, handles.ejections] { r.unregisterCounter(c) }
+                for c in [handles.probeFailures, handles.ejections, handles.predicted, handles.reported] + Array(handles.resets.values) { r.unregisterCounter(c) }
                 h.replicas[name] = nil
                 h.lastProbeFailures[name] = nil
                 h.lastEjections[name] = nil
+                h.lastTruth[name] = nil
                 for path in [\Handles.retries, \Handles.errors] {
                     for (key, counter) in h[keyPath: path] where key.replica == name {
                         r.unregisterCounter(counter)
@@ -282,6 +300,11 @@ public final class RouterMetrics: ProxyObserver, Sendable {
                 let ejections = r.health.ejectionsTotal
                 g.ejections.increment(by: Int64(max(0, ejections - (h.lastEjections[r.spec.name] ?? 0))))
                 h.lastEjections[r.spec.name] = ejections
+                let last = h.lastTruth[r.spec.name] ?? CacheTruth.Replica()
+                g.predicted.increment(by: Int64(max(0, r.truth.predictedTokens - last.predictedTokens)))
+                g.reported.increment(by: Int64(max(0, r.truth.reportedTokens - last.reportedTokens)))
+                for (reason, counter) in g.resets { counter.increment(by: Int64(max(0, (r.truth.resets[reason] ?? 0) - (last.resets[reason] ?? 0)))) }
+                h.lastTruth[r.spec.name] = r.truth
             }
             self.routable.set(to: Double(routable))
             self.unroutable.set(to: Double(report.count - routable))

@@ -47,6 +47,7 @@ func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) as
         #expect(s.cacheCounters?.queries == 51355)
         #expect(s.cacheCounters?.hits == 21504)
         #expect(s.cacheTokens == 46592)
+        #expect(s.processStart == 1.79528840777e+09)
         // The idle capture (a later one of the same server) parses too.
         let idle = ReplicaSignals(PrometheusParser.parse(try fixture("vllm-0.32-metrics.txt")), engine: .vllm)
         #expect(idle.waiting == 0 && idle.running == 0)

@@ -47,6 +47,15 @@ public struct FleetRouter: Sendable {
     public private(set) var queue: AdmissionQueue
     /// Bumped on every rebuild of the snapshot.
     public private(set) var version = 1
+    /// Replicas whose prefix-index entries were forgotten since the shell last took this list
+    /// (`takeResets`): it logs and counts them.
+    public private(set) var resets: [(replica: String, reason: CacheResetReason, dropped: Int)] = []
+
+    /// The forgotten replicas since the last call, once each.
+    public mutating func takeResets() -> [(replica: String, reason: CacheResetReason, dropped: Int)] {
+        defer { self.resets.removeAll() }
+        return self.resets
+    }
 
     public init(settings: FleetSettings, replicas: [ReplicaSpec], now: Double = 0) {
         self.settings = settings
@@ -201,12 +210,30 @@ public struct FleetRouter: Sendable {
     }
 
     /// A request ended well: what it took teaches the service model (see `Router.observe`).
+    /// Returns why the replica's prefix-index entries were forgotten, if this answer ended a run
+    /// of mispredictions.
+    @discardableResult
     public mutating func observe(
-        _ placement: Placement, firstTokenSeconds: Double?, seconds: Double, promptTokens: Int?, cachedTokens: Int?, outputTokens: Int?
-    ) {
-        self.router.observe(
+        _ placement: Placement, firstTokenSeconds: Double?, seconds: Double, promptTokens: Int?, cachedTokens: Int?, outputTokens: Int?, now: Double = 0
+    ) -> CacheResetReason? {
+        let before = self.router.index.count(replicaID: placement.ticket.replicaID)
+        let reason = self.router.observe(
             placement.ticket, firstTokenSeconds: firstTokenSeconds, seconds: seconds, promptTokens: promptTokens, cachedTokens: cachedTokens,
-            outputTokens: outputTokens)
+            outputTokens: outputTokens, now: now)
+        if let reason { self.resets.append((placement.replicaName, reason, before)) }
+        return reason
+    }
+
+    /// What a replica's `/metrics` says of its process and cache counters; returns the reason
+    /// and the entries dropped when they show its cache is gone (its prefix-index entries are
+    /// then forgotten).
+    public mutating func observeCacheSignals(_ name: String, processStart: Double?, cacheQueries: Double?) -> (CacheResetReason, Int)? {
+        guard let i = self.fleet.index(of: name) else { return nil }
+        let id = self.fleet.ids[i]
+        guard let reason = self.router.truth.probed(replicaID: id, processStart: processStart, cacheQueries: cacheQueries) else { return nil }
+        let dropped = self.router.index.forget(replicaID: id)
+        self.resets.append((name, reason, dropped))
+        return (reason, dropped)
     }
 
     /// Where a request goes after its attempt on `previous` failed before the first byte: the next
@@ -267,6 +294,13 @@ public struct FleetRouter: Sendable {
     public mutating func probe(_ name: String, success: Bool, error: String?, now: Double) -> ReplicaHealth.State? {
         let (state, routability) = self.health.probe(name, success: success, error: error, now: now)
         if routability { self.rebuild(now: now) }
+        if let state, state != .unknown, let i = self.fleet.index(of: name) {
+            // Back up after being down: it may have restarted between probes, its cache empty.
+            let id = self.fleet.ids[i]
+            if let reason = self.router.truth.health(replicaID: id, up: state == .up) {
+                self.resets.append((name, reason, self.router.index.forget(replicaID: id)))
+            }
+        }
         return state
     }
 
