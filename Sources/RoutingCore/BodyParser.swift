@@ -594,6 +594,14 @@ struct BodyParser {
             namesRequestID: self.hasRequestID
         )
         keys.clientSalt = self.clientSalt
+        keys.namesCacheKey = self.promptCacheKey != nil
+        if self.rules.captureInstruction {
+            let depth = instructionBytes > 0 ? instructionBytes : (self.api == .completions || self.api == .generate ? min(total, 8192) : 0)
+            var text: [UInt8] = []
+            text.reserveCapacity(depth)
+            for piece in [self.head, self.main, self.tail] where text.count < depth { text += piece.prefix(depth - text.count) }
+            keys.instructionText = text
+        }
         return keys
     }
 

@@ -27,6 +27,9 @@ public struct KeyingRules: Sendable, Equatable {
     /// The `cache_salt` the router sets for the request's tenant (`tenants.cache_salt`), which
     /// replaces the body's in the keys, as it does at the replica; nil: the body's own.
     public var salt: [UInt8]? = nil
+    /// Keep the canonical instruction bytes in `RequestKeys.instructionText` (a request the
+    /// prefix diagnostics sample; never by default: prompt text does not outlive key extraction).
+    public var captureInstruction = false
 
     public init(
         blockBytes: Int = 1024,

@@ -87,6 +87,12 @@ public struct RequestKeys: Sendable {
     public var namesRequestID: Bool
     /// The body carries a `cache_salt` of its own (whether or not the router's replaced it).
     public var clientSalt = false
+    /// The client named its prefix group (`prompt_cache_key`).
+    public var namesCacheKey = false
+    /// The canonical instruction bytes (tools and system; raw prompts: up to the configured depth,
+    /// else 8 KiB), only when `KeyingRules.captureInstruction` asked for them: the prefix
+    /// diagnostics read them once and drop them.
+    public var instructionText: [UInt8]?
 
     public init(
         api: RequestAPI,
