@@ -147,12 +147,14 @@ final class AdminHandler: ChannelInboundHandler {
                 ]))
         case (.POST, "/admin/explain"):
             self.explain(context, head)
+        case (.GET, "/admin/prefixes"):
+            self.json(context, head, .ok, self.state.prefixReport().json)
         case (.DELETE, "/admin/cache"):
             self.invalidateCache(context, head)
         default:
             self.json(
                 context, head, .notFound,
-                .object(["error": .string("no such endpoint; try /metrics, /healthz, /readyz, /admin/replicas, POST /admin/explain, DELETE /admin/cache")]))
+                .object(["error": .string("no such endpoint; try /metrics, /healthz, /readyz, /admin/replicas, /admin/prefixes, POST /admin/explain, DELETE /admin/cache")]))
         }
     }
 

@@ -364,7 +364,7 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         // The header is read only when something asks (the queue reads it itself when a request waits).
         let tenant = access.usesTenants ? authenticated ?? queue.tenant(keys: nil, header: lookup) : ""
         x.summary.tenant = access.label(tenant)
-        let keys: Result<RequestKeys, KeyError>
+        var keys: Result<RequestKeys, KeyError>
         var uncounted = false
         switch route {
         case .keyed(let api):
@@ -372,7 +372,20 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             var rules = self.settings.keying
             let isolate = access.tenants.cacheSalt != .off && api != .generate
             if isolate { rules.salt = access.salt(tenant: tenant) }
+            // One request in `insight.sample_every` hands its instruction bytes to the prefix diagnostics.
+            if self.settings.insightEvery > 0, let loop = self.loop {
+                loop.keyedRequests &+= 1
+                rules.captureInstruction = loop.keyedRequests % self.settings.insightEvery == 0
+            }
             keys = x.body.withUnsafeReadableBytes { KeyExtractor.extract(api: api, body: $0, header: lookup, rules: rules) }
+            if case .success(var k) = keys, let text = k.instructionText {
+                // The text goes to the diagnostics once and nowhere else.
+                k.instructionText = nil
+                keys = .success(k)
+                let state = self.state
+                let session = PrefixInsight.sessionKind(k)
+                self.afterFlush { state.observeInstruction(text, session: session) }
+            }
             if isolate, case .success(let k) = keys {
                 if k.clientSalt, access.tenants.cacheSalt == .refuse {
                     self.answer(x, ProxyError.saltRefused())

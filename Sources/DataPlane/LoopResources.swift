@@ -13,6 +13,8 @@ final class LoopResources: @unchecked Sendable {
     let transport: any UpstreamTransport
     /// Ids for requests that come without a usable `X-Request-Id`.
     var requestIDs = RequestIDGenerator()
+    /// Keyed requests on this loop, for the prefix diagnostics' sampling.
+    var keyedRequests = 0
     /// The loop's head buffers, reused once written.
     let buffers = BufferRecycler()
     /// One timer for every deadline of the loop's connections.

@@ -24,12 +24,15 @@ public struct ProxySettings: Sendable {
     public var trustedProxies: [AddressRange]
     /// The response caches' policy (the store itself is made once, at start).
     public var cache: CacheSettings
+    /// Analyse one keyed request in this many for the prefix diagnostics (0: off).
+    public var insightEvery: Int
 
     init(_ config: RouterConfiguration, eventLoops: Int, access: AccessPolicy) {
         self.access = access
         self.tls = config.tls != nil
         self.trustedProxies = config.trustedProxies
         self.cache = config.cache
+        self.insightEvery = config.insight.enabled ? config.insight.sampleEvery : 0
         self.keying = config.routing.keying
         self.upstream = config.upstream
         self.limits = config.limits
@@ -72,6 +75,8 @@ public final class RouterState: Sendable {
     let onChange: NIOLockedValueBox<[@Sendable (FleetSnapshot) -> Void]> = NIOLockedValueBox([])
     /// Bumped on every configuration change; read without the lock on every request.
     let settingsCounter = ManagedAtomic<Int>(0)
+    /// The prefix diagnostics (sampled requests; its own lock, off the routing lock).
+    let insight: NIOLockedValueBox<PrefixInsight>
 
     public init(config: RouterConfiguration, logger: Logger, eventLoops: Int = System.coreCount, access: AccessPolicy = .open) {
         self.inner = AdaptiveLockedBox(
@@ -82,6 +87,18 @@ public final class RouterState: Sendable {
             )
         )
         self.logger = logger
+        self.insight = NIOLockedValueBox(PrefixInsight(settings: config.insight.prefixInsight))
+    }
+
+    /// A sampled request's canonical instruction bytes (dropped after) and how it names its session.
+    public func observeInstruction(_ text: [UInt8], session: String) {
+        let now = self.now()
+        self.insight.withLockedValue { $0.observe(text, session: session, now: now) }
+    }
+
+    /// What the prefix diagnostics found (`/admin/prefixes`, metrics).
+    public func prefixReport() -> PrefixInsight.Report {
+        self.insight.withLockedValue { $0.report() }
     }
 
     /// Monotonic seconds since start: the time the routing core is given.

@@ -83,7 +83,7 @@ struct ConfigParser {
         do {
             top = try root.mapping(allowed: [
                 "listen", "admin_listen", "threads", "replicas", "discovery", "routing", "upstream", "limits", "health", "logging",
-                "shutdown", "reload", "queue", "tls", "admin_tls", "auth", "tenants", "trusted_proxies", "cache",
+                "shutdown", "reload", "queue", "tls", "admin_tls", "auth", "tenants", "trusted_proxies", "cache", "insight",
             ])
         } catch let error as ConfigError {
             self.errors.append(error)
@@ -120,6 +120,15 @@ struct ConfigParser {
         if let node = top["auth"] { self.attempt { config.auth = try Self.auth(node) } }
         if let node = top["tenants"] { self.attempt { config.tenants = try Self.tenants(node) } }
         if let node = top["cache"] { self.attempt { config.cache = try Self.cache(node) } }
+        if let node = top["insight"] {
+            self.attempt {
+                let m = try node.mapping(allowed: ["enabled", "sample_every", "max_templates", "half_life"])
+                try m.read("enabled", into: &config.insight.enabled) { try $0.bool() }
+                try m.read("sample_every", into: &config.insight.sampleEvery) { try $0.int(1...1_000_000) }
+                try m.read("max_templates", into: &config.insight.maxTemplates) { try $0.int(1...10_000) }
+                try m.read("half_life", into: &config.insight.halfLifeSeconds) { try $0.seconds(1...(30 * 86400)) }
+            }
+        }
         if let node = top["trusted_proxies"] {
             self.attempt {
                 config.trustedProxies = try node.list().map { item in

@@ -40,6 +40,8 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var trustedProxies: [AddressRange] = []
     /// The exact and semantic response caches (off unless enabled).
     public var cache = CacheSettings()
+    /// Prefix diagnostics: what breaks prefix caching in the requests (`/admin/prefixes`).
+    public var insight = InsightSettings()
 
     /// Every file the configuration names (certificates, keys, tokens): a change to one is a
     /// change to the configuration.
@@ -175,6 +177,25 @@ public struct LoggingSettings: Sendable, Equatable {
     public var accessLog = true
 
     public init() {}
+}
+
+/// `insight`: the prefix diagnostics on sampled requests.
+public struct InsightSettings: Sendable, Equatable {
+    public var enabled = true
+    /// One request in this many is analysed (the rest cost nothing).
+    public var sampleEvery = 16
+    public var maxTemplates = 64
+    /// Counts halve over this time.
+    public var halfLifeSeconds: Double = 3600
+
+    public init() {}
+
+    public var prefixInsight: PrefixInsight.Settings {
+        var s = PrefixInsight.Settings()
+        s.maxTemplates = self.maxTemplates
+        s.halfLifeSeconds = self.halfLifeSeconds
+        return s
+    }
 }
 
 public struct ShutdownSettings: Sendable, Equatable {

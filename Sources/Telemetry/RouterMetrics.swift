@@ -40,6 +40,8 @@ public enum MetricName {
     public static let predictedCachedTokens = "cacheroute_replica_predicted_cached_tokens_total"
     public static let reportedCachedTokens = "cacheroute_replica_reported_cached_tokens_total"
     public static let cacheResets = "cacheroute_replica_cache_resets_total"
+    public static let prefixVolatileShare = "cacheroute_prefix_volatile_request_share"
+    public static let prefixBytesLost = "cacheroute_prefix_shareable_bytes_lost"
     public static let cacheRequests = "cacheroute_cache_requests_total"
     public static let cacheStores = "cacheroute_cache_stores_total"
     public static let cacheRefused = "cacheroute_cache_not_stored_total"
@@ -84,6 +86,8 @@ public enum MetricName {
         predictedCachedTokens: "Prompt tokens the router predicted the replica held in its prefix cache (its prefix index), over answers whose usage reports cached tokens, scaled to the replica's token count.",
         reportedCachedTokens: "Cached prompt tokens the replica reported for the same answers. Predicted far above reported: the router's index is stale for the replica.",
         cacheResets: "Times the router forgot what it thought a replica's prefix cache held, by reason: restart (process_start_time_seconds changed), counters_reset (its prefix-cache counters went backwards), health_flap (back up after down), mispredictions (predicted hits came back uncached, three in a row).",
+        prefixVolatileShare: "Share of the analysed requests (insight.sample_every) in instruction templates whose prefix breaks early: a volatile span (timestamp, id, name) or reordered tools. /admin/prefixes names them.",
+        prefixBytesLost: "Instruction bytes per analysed request that a fixed layout (volatile parts after the static ones, a fixed tool order) would make shareable.",
         cacheRequests: "Requests by what the response cache did: hit_exact, hit_semantic (answered from the cache, no replica called), miss (looked up, went to the fleet), bypass (opted in but not cacheable: sampled, no-store with no-cache, a stored Responses request, a bad x-cacheroute-cache value).",
         cacheStores: "Answers stored in the response cache.",
         cacheRefused: "Answers not stored, by reason: unfinished (no finish_reason, a cut stream), error (an error body or event), too_large (over cache.max_entry_bytes), not_json, no_id.",
@@ -330,6 +334,13 @@ public final class RouterMetrics: ProxyObserver, Sendable {
         let replicas = self.handles.withLockedValue { Array($0.replicas.keys) }
         self.tallies.emit(into: &out, replicas: replicas, help: Self.help)
         if let stats = self.cacheStats?() { out += Array(Self.cacheText(stats).utf8) }
+        if self.state.proxySettings.insightEvery > 0 {
+            let p = self.state.prefixReport()
+            var w = PrometheusWriter()
+            w.gauge(MetricName.prefixVolatileShare, help: Self.help(MetricName.prefixVolatileShare), [([], p.volatileShare)])
+            w.gauge(MetricName.prefixBytesLost, help: Self.help(MetricName.prefixBytesLost), [([], p.shareableBytesLost)])
+            out += Array(w.text.utf8)
+        }
         return out
     }
 }

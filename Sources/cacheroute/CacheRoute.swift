@@ -16,7 +16,7 @@ struct CacheRoute: AsyncParsableCommand {
             Routes each request to the replica most likely to hold its prompt prefix in KV cache, \
             without overloading anyone. Start with `cacheroute demo`.
             """,
-        subcommands: [Demo.self, Serve.self, Check.self, Explain.self, Emulate.self, Simulate.self, Replay.self]
+        subcommands: [Demo.self, Serve.self, Check.self, Explain.self, Analyze.self, Emulate.self, Simulate.self, Replay.self]
     )
 
     /// Standard output is line-buffered even into a file or a pipe: `emulate` announces its port,

@@ -1,4 +1,15 @@
+import CacheRouteTestSupport
+import FastJSON
+import HTTPTransport
 import LiveLoad
+import Admin
+import CacheRouteRuntime
+import DataPlane
+import Telemetry
+import TraceReplay
+import NIOHTTP1
+import RouterConfig
+import FleetState
 import RoutingCore
 import Testing
 
@@ -60,5 +71,44 @@ import Testing
             insight.observe(text, session: "none", now: Double(n))
         }
         #expect(insight.report().templates.count == 8)
+    }
+
+    /// Through the router (every request sampled): /admin/prefixes names the three planted
+    /// templates and their spans; `analyze` over the same requests says the same; no admin output
+    /// carries the marker planted in every prompt.
+    @Test func theRouterAndAnalyzeAgree() async throws {
+        let requests = PlantedWorkload.requests(240)
+        try await withRouter(2, config: { c, _ in c.insight.sampleEvery = 1 }) { router, _ in
+            for r in requests {
+                let response = try await TestSupport.post(router.proxy.port, "/v1/chat/completions", String(decoding: r.body, as: UTF8.self))
+                #expect(response.status == .ok)
+            }
+            // The diagnostics run after each answer is flushed: wait for the last.
+            #expect(await eventually(5) { router.state.prefixReport().requests == requests.count })
+            let admin = try await TestSupport.get(router.admin!.port, "/admin/prefixes")
+            let live = try JSONValue.parse(admin.bodyBytes)
+            var lines: [UInt8] = []
+            for (n, r) in requests.enumerated() {
+                lines += Array(#"{"timestamp":\#(n * 1000),"body":"#.utf8) + r.body + Array("}\n".utf8)
+            }
+            let (offline, skipped) = PrefixAnalysis.analyze(Trace.parse(lines, name: "planted"), rules: KeyingRules(), settings: PrefixInsight.Settings())
+            #expect(skipped == 0)
+            func spans(_ doc: JSONValue) -> [String] {
+                (doc["templates"]?.arrayValue ?? []).flatMap { t in
+                    (t["volatile_spans"]?.arrayValue ?? []).map { s in
+                        "\(t["instruction_bytes"]!.intValue!)@\(s["offset"]!.intValue! / 32):\(s["kind"]!.stringValue!):\(s["class"]!.stringValue!)"
+                    }
+                }.sorted()
+            }
+            #expect(spans(live).count == 3, "\(admin.bodyText)")
+            #expect(spans(live) == spans(offline.json), "\(spans(live)) vs \(spans(offline.json))")
+            #expect(Set(spans(live).map { $0.split(separator: ":").last! }) == ["date-like", "hex", "reordered"])
+            let metrics = String(decoding: router.metrics.render(), as: UTF8.self)
+            #expect(metrics.contains("cacheroute_prefix_volatile_request_share 0.37"), "\(metrics)")
+            for text in [admin.bodyText, metrics, try await TestSupport.get(router.admin!.port, "/admin/replicas").bodyText, offline.text] {
+                #expect(!text.contains(PlantedWorkload.marker))
+            }
+            #expect(offline.text.contains("differ on every request (date-like"), "\(offline.text)")
+        }
     }
 }

@@ -1,3 +1,4 @@
+import FastJSON
 import XXHash
 
 /// What breaks prefix caching, found from the requests themselves: instruction segments (tools
@@ -323,5 +324,62 @@ public struct PrefixInsight: Sendable {
         case .conversation?: return "implicit_conversation"
         case nil: return "none"
         }
+    }
+}
+
+extension PrefixInsight.Report {
+    /// The report as JSON (`/admin/prefixes`, `cacheroute analyze --json`).
+    public var json: JSONValue {
+        func r(_ v: Double, _ digits: Double = 1000) -> JSONValue { .double((v * digits).rounded() / digits) }
+        let total = max(1, self.sessions.values.reduce(0, +))
+        return .object([
+            "requests_analysed": .int(Int64(self.requests)),
+            "volatile_request_share": r(self.volatileShare),
+            "shareable_bytes_lost_per_request": r(self.shareableBytesLost, 1),
+            "session_keys": .object(
+                self.sessions.sorted { $0.key < $1.key }.map { .init($0.key, .object(["requests": .int(Int64($0.value)), "share": r(Double($0.value) / Double(total))])) }),
+            "templates": .array(
+                self.templates.map { t in
+                    .object([
+                        "template": .string(t.id), "request_share": r(t.requestShare), "requests": .int(Int64(t.requests)),
+                        "instruction_bytes": .int(Int64(t.instructionBytes)),
+                        "volatile_spans": .array(
+                            t.spans.map { s in
+                                .object([
+                                    "offset": .int(Int64(s.offset)), "length": .int(Int64(s.length)), "kind": .string(s.reordered ? "reordered" : "volatile"),
+                                    "class": .string(s.charClass), "distinct_values_last_hour": .int(Int64(s.distinctValues)),
+                                    "cut_share": r(s.cutShare), "shareable_bytes_if_moved": .int(Int64(s.shareableGainBytes)),
+                                    "estimated_hit_ratio_now": r(s.hitRatioNow), "estimated_hit_ratio_moved": r(s.hitRatioMoved),
+                                ])
+                            }),
+                    ])
+                }),
+        ])
+    }
+
+    /// One line per template with volatile spans, as `cacheroute analyze` prints them.
+    public var text: String {
+        var out = "\(self.requests) requests analysed; \(Int((self.volatileShare * 100).rounded())) % in templates whose prefix breaks early\n"
+        for t in self.templates {
+            let head = "template \(t.id.prefix(8))… (\(Int((t.requestShare * 100).rounded())) % of requests, \(String(format1: Double(t.instructionBytes) / 1024, " KB")) of instructions)"
+            guard !t.spans.isEmpty else {
+                out += head + ": stable\n"
+                continue
+            }
+            for s in t.spans {
+                if s.reordered {
+                    out += head + ": bytes \(s.offset)-\(s.offset + s.length) come in a different order on \(Int((s.cutShare * 100).rounded())) % of requests (the same tools or documents, reordered); "
+                    out += "a fixed order makes \(String(format1: Double(s.shareableGainBytes) / 1024, " KB")) shareable\n"
+                    continue
+                }
+                let every = s.cutShare > 0.95 ? "differ on every request" : "differ on \(Int((s.cutShare * 100).rounded())) % of requests"
+                out += head + ": bytes \(s.offset)-\(s.offset + s.length) \(every) (\(s.charClass), \(s.distinctValues) distinct values this hour); "
+                out += "moving them after the instructions makes \(String(format1: Double(s.shareableGainBytes) / 1024, " KB")) shareable; "
+                out += "estimated hit ratio for this template \(Int((s.hitRatioNow * 100).rounded())) % → \(Int((s.hitRatioMoved * 100).rounded())) %\n"
+            }
+        }
+        let total = max(1, self.sessions.values.reduce(0, +))
+        out += "sessions: " + self.sessions.sorted { $0.value > $1.value }.map { "\($0.key) \(Int((Double($0.value) * 100 / Double(total)).rounded())) %" }.joined(separator: ", ") + "\n"
+        return out
     }
 }
