@@ -5,6 +5,8 @@
 # request (from /proc/PID/stat), and B against A. On a shared, noisy machine only such
 # alternating medians say anything about a change of a few percent.
 #
+# YAML_A / YAML_B: configuration lines added to A's or B's (e.g. YAML_B="insight: {enabled: false}").
+#
 # The load is wrk/chat.lua; its variables pass through (WRK_TEXT=cjk-escaped: system prompts as
 # \u-escaped CJK, as Python clients send them).
 #
@@ -46,7 +48,8 @@ write_backends_conf "$WORK"
 nginx -c "$WORK/backends.conf"
 declare -A PORT=([a]=19700 [b]=19710) PID BIN=([a]=$BIN_A [b]=$BIN_B)
 for side in a b; do
-  write_cacheroute_yaml "$WORK/$side.yaml" "${PORT[$side]}"
+  extra=YAML_A; [ "$side" = b ] && extra=YAML_B
+  write_cacheroute_yaml "$WORK/$side.yaml" "${PORT[$side]}" "${!extra:-}"
   "${BIN[$side]}" serve --config "$WORK/$side.yaml" > "$WORK/$side.log" 2>&1 &
   PID[$side]=$!
   PIDS+=("${PID[$side]}")

@@ -43,7 +43,7 @@ write_backends_conf() {
 
 # Writes a cacheroute config to FILE: data port PORT, admin PORT+1, the four backends, no access log.
 write_cacheroute_yaml() {
-  local file=$1 port=$2
+  local file=$1 port=$2 extra=${3:-}
   cat > "$file" <<YAML
 listen: 127.0.0.1:$port
 admin_listen: 127.0.0.1:$((port + 1))
@@ -53,6 +53,7 @@ replicas:
   - {name: b3, url: "http://127.0.0.1:19003"}
   - {name: b4, url: "http://127.0.0.1:19004"}
 logging: {level: warning, access_log: false}
+$extra
 YAML
 }
 

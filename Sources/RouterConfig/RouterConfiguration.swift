@@ -183,7 +183,7 @@ public struct LoggingSettings: Sendable, Equatable {
 public struct InsightSettings: Sendable, Equatable {
     public var enabled = true
     /// One request in this many is analysed (the rest cost nothing).
-    public var sampleEvery = 16
+    public var sampleEvery = 64
     public var maxTemplates = 64
     /// Counts halve over this time.
     public var halfLifeSeconds: Double = 3600

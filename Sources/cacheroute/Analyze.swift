@@ -1,5 +1,6 @@
 import ArgumentParser
 import FastJSON
+import LiveLoad
 import Foundation
 import RouterConfig
 import RoutingCore
@@ -19,7 +20,10 @@ struct Analyze: ParsableCommand {
     )
 
     @Option(name: .long, help: "The request file (JSON lines with a body each).")
-    var requests: String
+    var requests: String?
+
+    @Flag(name: .long, help: "Analyse a built-in example instead: 8 tenants, one with a timestamp early in its system prompt, one with a request id, one shuffling its tools.")
+    var example = false
 
     @Option(name: .long, help: "A configuration file for the keying rules (block size, raw-prompt depth); defaults otherwise.")
     var config: String?
@@ -41,13 +45,24 @@ struct Analyze: ParsableCommand {
             }
         }
         let trace: Trace
-        do {
-            trace = try Trace.load(path: self.requests)
-        } catch {
-            printError("\(error)")
-            throw ExitCode(1)
+        if self.example {
+            let requests = PlantedWorkload.requests(400).enumerated().map { n, r in
+                TraceRequest(line: n + 1, timestampMs: Double(n) * 250, content: .body(path: "/v1/chat/completions", headers: [], body: r.body))
+            }
+            trace = Trace(name: "example", requests: requests)
+        } else {
+            guard let path = self.requests else {
+                printError("give --requests FILE (or --example)")
+                throw ExitCode(1)
+            }
+            do {
+                trace = try Trace.load(path: path)
+            } catch {
+                printError("\(error)")
+                throw ExitCode(1)
+            }
+            for w in trace.warnings { printError("\(path): \(w)") }
         }
-        for w in trace.warnings { printError("\(self.requests): \(w)") }
         let (report, skipped) = PrefixAnalysis.analyze(trace, rules: rules, settings: settings.prefixInsight)
         if skipped > 0 { printError("\(skipped) line(s) without a generation request body skipped") }
         if self.json {

@@ -97,8 +97,21 @@ public struct PrefixInsight: Sendable {
 
     static let gear: [UInt64] = (0..<256).map { XXH3.hash(UInt64($0), seed: 0x6765_6172) }
 
+    /// The `sketchSize` smallest distinct chunk hashes (a bottom-k sketch: two texts that share
+    /// most chunks share most of it), kept sorted in one pass.
     static func sketch(_ chunks: [Chunk]) -> [UInt64] {
-        Array(Set(chunks.map(\.hash)).sorted().prefix(Self.sketchSize))
+        var bottom: [UInt64] = []
+        bottom.reserveCapacity(Self.sketchSize + 1)
+        for c in chunks {
+            let h = c.hash
+            if bottom.count == Self.sketchSize, h >= bottom[Self.sketchSize - 1] { continue }
+            var i = bottom.count
+            while i > 0, bottom[i - 1] > h { i -= 1 }
+            if i > 0, bottom[i - 1] == h { continue }
+            bottom.insert(h, at: i)
+            if bottom.count > Self.sketchSize { bottom.removeLast() }
+        }
+        return bottom
     }
 
     // MARK: - Observing
@@ -115,9 +128,22 @@ public struct PrefixInsight: Sendable {
         let sketch = Self.sketch(chunks)
         // The template whose reference shares most of this sketch (half at least).
         var best: (id: UInt64, overlap: Int)?
-        let mine = Set(sketch)
         for (id, t) in self.templates {
-            let overlap = t.sketch.reduce(0) { $0 + (mine.contains($1) ? 1 : 0) }
+            // Both sorted: count the common hashes in one merge.
+            var overlap = 0
+            var a = 0
+            var b = 0
+            while a < sketch.count, b < t.sketch.count {
+                if sketch[a] == t.sketch[b] {
+                    overlap += 1
+                    a += 1
+                    b += 1
+                } else if sketch[a] < t.sketch[b] {
+                    a += 1
+                } else {
+                    b += 1
+                }
+            }
             if overlap * 2 >= Self.sketchSize, overlap > (best?.overlap ?? 0) { best = (id, overlap) }
         }
         guard let id = best?.id, var t = self.templates[id] else {
@@ -301,6 +327,17 @@ public struct PrefixInsight: Sendable {
                         offset: s.start, length: length, distinctValues: s.values.count, charClass: s.reorder ? "reordered" : cls.rawValue,
                         cutShare: min(1, s.weight / max(t.weight, 1e-9)), shareableGainBytes: gain, hitRatioNow: now, hitRatioMoved: moved,
                         reordered: s.reorder))
+            }
+            // Reorderings of one template are one finding: where the reordered part starts varies
+            // with which item happened to come first.
+            let reordered = spans.filter(\.reordered)
+            if reordered.count > 1, var merged = reordered.min(by: { $0.offset < $1.offset }) {
+                let end = reordered.map { $0.offset + $0.length }.max()!
+                merged.length = end - merged.offset
+                merged.cutShare = min(1, reordered.reduce(0) { $0 + $1.cutShare })
+                merged.shareableGainBytes = reordered.map(\.shareableGainBytes).max()!
+                spans = spans.filter { !$0.reordered } + [merged]
+                spans.sort { $0.offset < $1.offset }
             }
             if let worst = spans.min(by: { $0.offset < $1.offset }) {
                 volatileWeight += t.weight
