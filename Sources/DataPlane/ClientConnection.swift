@@ -378,13 +378,11 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                 rules.captureInstruction = loop.keyedRequests % self.settings.insightEvery == 0
             }
             keys = x.body.withUnsafeReadableBytes { KeyExtractor.extract(api: api, body: $0, header: lookup, rules: rules) }
-            if case .success(var k) = keys, let text = k.instructionText {
-                // The text goes to the diagnostics once and nowhere else.
+            if rules.captureInstruction, case .success(var k) = keys, let text = k.instructionText {
+                // The text goes to the diagnostics once, with the answer's usage, and nowhere else.
                 k.instructionText = nil
                 keys = .success(k)
-                let state = self.state
-                let session = PrefixInsight.sessionKind(k)
-                self.afterFlush { state.observeInstruction(text, session: session) }
+                x.insight = (text, PrefixInsight.sessionKind(k))
             }
             if isolate, case .success(let k) = keys {
                 if k.clientSalt, access.tenants.cacheSalt == .refuse {
@@ -964,6 +962,12 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
         if let result = x.cacheResult {
             x.summary.cache = result
             self.cache?.count(result)
+        }
+        if let (text, session) = x.insight {
+            x.insight = nil
+            let state = self.state
+            let (prompt, cached) = (x.usage.promptTokens, x.usage.cachedTokens)
+            self.afterFlush { state.observeInstruction(text, session: session, promptTokens: prompt, cachedTokens: cached) }
         }
         // A request whose head never parsed is not reported (there is no request to speak of).
         guard let head = x.head else { return }

@@ -63,6 +63,9 @@ final class Exchange {
     var localType: String?
     /// A stream replayed from the cache with pacing: its events, written one per interval.
     var paced: [ArraySlice<UInt8>]?
+    /// A sampled request's canonical instruction bytes and session kind, for the prefix
+    /// diagnostics once its answer (and usage) is in; dropped then.
+    var insight: (text: [UInt8], session: String)?
     /// Responses: the number in the ids of the response the router asks replicas for (0: none yet).
     var responseSerial: UInt64 = 0
 

@@ -91,9 +91,9 @@ public final class RouterState: Sendable {
     }
 
     /// A sampled request's canonical instruction bytes (dropped after) and how it names its session.
-    public func observeInstruction(_ text: [UInt8], session: String) {
+    public func observeInstruction(_ text: [UInt8], session: String, promptTokens: Int? = nil, cachedTokens: Int? = nil) {
         let now = self.now()
-        self.insight.withLockedValue { $0.observe(text, session: session, now: now) }
+        self.insight.withLockedValue { $0.observe(text, session: session, now: now, promptTokens: promptTokens, cachedTokens: cachedTokens) }
     }
 
     /// What the prefix diagnostics found (`/admin/prefixes`, metrics).

@@ -61,12 +61,18 @@ final class RequestTallies: @unchecked Sendable {
         var requests: [RequestKey: Int] = [:]
         /// Bounded by the configured tenants (the rest are `other`).
         var tenants: [TenantKey: Int] = [:]
+        /// Prompt and cached tokens the replicas reported, by tenant (the same bounded labels).
+        var tenantTokens: [String: (prompt: Int, cached: Int)] = [:]
         var decisions: [Tier: Int] = [:]
         var replicas: [String: ReplicaCounts] = [:]
 
         mutating func add(_ other: Counts) {
             for (key, n) in other.requests { self.requests[key, default: 0] += n }
             for (key, n) in other.tenants { self.tenants[key, default: 0] += n }
+            for (tenant, t) in other.tenantTokens {
+                let mine = self.tenantTokens[tenant] ?? (0, 0)
+                self.tenantTokens[tenant] = (mine.prompt + t.prompt, mine.cached + t.cached)
+            }
             for (tier, n) in other.decisions { self.decisions[tier, default: 0] += n }
             for (name, counts) in other.replicas {
                 if self.replicas[name] == nil { self.replicas[name] = counts } else { self.replicas[name]!.add(counts) }
@@ -116,7 +122,13 @@ final class RequestTallies: @unchecked Sendable {
         let durationBounds = self.durationBounds
         self.shard().counts.withLockedValue { c in
             c.requests[RequestKey(route: s.route, replica: s.replica ?? "none", status: s.status), default: 0] += 1
-            if let tenant = s.tenant { c.tenants[TenantKey(tenant: tenant, status: s.status), default: 0] += 1 }
+            if let tenant = s.tenant {
+                c.tenants[TenantKey(tenant: tenant, status: s.status), default: 0] += 1
+                if let prompt = s.usagePromptTokens {
+                    let t = c.tenantTokens[tenant] ?? (0, 0)
+                    c.tenantTokens[tenant] = (t.prompt + prompt, t.cached + (s.usageCachedTokens ?? 0))
+                }
+            }
             if let tier = s.tier { c.decisions[tier, default: 0] += 1 }
             guard let replica = s.replica else { return }
             // Not `[replica, default: ...]`: that autoclosure's context is allocated on every call.
@@ -162,6 +174,10 @@ final class RequestTallies: @unchecked Sendable {
         for (key, n) in total.tenants.sorted(by: { ($0.key.tenant, $0.key.status) < ($1.key.tenant, $1.key.status) }) {
             w.sample(MetricName.tenantRequests, [("tenant", key.tenant), ("status", String(key.status))], Double(n))
         }
+        w.family(MetricName.tenantPromptTokens, type: "counter", help: help(MetricName.tenantPromptTokens))
+        for (tenant, t) in total.tenantTokens.sorted(by: { $0.key < $1.key }) { w.sample(MetricName.tenantPromptTokens, [("tenant", tenant)], Double(t.prompt)) }
+        w.family(MetricName.tenantCachedTokens, type: "counter", help: help(MetricName.tenantCachedTokens))
+        for (tenant, t) in total.tenantTokens.sorted(by: { $0.key < $1.key }) { w.sample(MetricName.tenantCachedTokens, [("tenant", tenant)], Double(t.cached)) }
         w.family(MetricName.decisions, type: "counter", help: help(MetricName.decisions))
         for tier in Tier.allCases {
             w.sample(MetricName.decisions, [("tier", tier.rawValue)], Double(total.decisions[tier] ?? 0))

@@ -40,6 +40,9 @@ public enum MetricName {
     public static let predictedCachedTokens = "cacheroute_replica_predicted_cached_tokens_total"
     public static let reportedCachedTokens = "cacheroute_replica_reported_cached_tokens_total"
     public static let cacheResets = "cacheroute_replica_cache_resets_total"
+    public static let tenantPromptTokens = "cacheroute_tenant_prompt_tokens_total"
+    public static let tenantCachedTokens = "cacheroute_tenant_cached_tokens_total"
+    public static let templateCachedShare = "cacheroute_template_cached_token_share"
     public static let prefixVolatileShare = "cacheroute_prefix_volatile_request_share"
     public static let prefixBytesLost = "cacheroute_prefix_shareable_bytes_lost"
     public static let cacheRequests = "cacheroute_cache_requests_total"
@@ -86,6 +89,9 @@ public enum MetricName {
         predictedCachedTokens: "Prompt tokens the router predicted the replica held in its prefix cache (its prefix index), over answers whose usage reports cached tokens, scaled to the replica's token count.",
         reportedCachedTokens: "Cached prompt tokens the replica reported for the same answers. Predicted far above reported: the router's index is stale for the replica.",
         cacheResets: "Times the router forgot what it thought a replica's prefix cache held, by reason: restart (process_start_time_seconds changed), counters_reset (its prefix-cache counters went backwards), health_flap (back up after down), mispredictions (predicted hits came back uncached, three in a row).",
+        tenantPromptTokens: "Prompt tokens the replicas reported for a tenant's answers (tenant labels as in cacheroute_tenant_requests_total: bounded by configuration).",
+        tenantCachedTokens: "Of those, tokens served from the replicas' prefix caches: the tenant's hit rate is their ratio.",
+        templateCachedShare: "Cached share of prompt tokens of the analysed requests of an instruction template (the 10 templates with the most requests; /admin/prefixes has them all). A low one is a broken template.",
         prefixVolatileShare: "Share of the analysed requests (insight.sample_every) in instruction templates whose prefix breaks early: a volatile span (timestamp, id, name) or reordered tools. /admin/prefixes names them.",
         prefixBytesLost: "Instruction bytes per analysed request that a fixed layout (volatile parts after the static ones, a fixed tool order) would make shareable.",
         cacheRequests: "Requests by what the response cache did: hit_exact, hit_semantic (answered from the cache, no replica called), miss (looked up, went to the fleet), bypass (opted in but not cacheable: sampled, no-store with no-cache, a stored Responses request, a bad x-cacheroute-cache value).",
@@ -339,6 +345,8 @@ public final class RouterMetrics: ProxyObserver, Sendable {
             var w = PrometheusWriter()
             w.gauge(MetricName.prefixVolatileShare, help: Self.help(MetricName.prefixVolatileShare), [([], p.volatileShare)])
             w.gauge(MetricName.prefixBytesLost, help: Self.help(MetricName.prefixBytesLost), [([], p.shareableBytesLost)])
+            let shares = p.templates.prefix(10).compactMap { t in t.cachedShare.map { ([("template", String(t.id.prefix(12)))], $0) } }
+            if !shares.isEmpty { w.gauge(MetricName.templateCachedShare, help: Self.help(MetricName.templateCachedShare), shares) }
             out += Array(w.text.utf8)
         }
         return out

@@ -105,6 +105,10 @@ import Testing
             #expect(Set(spans(live).map { $0.split(separator: ":").last! }) == ["date-like", "hex", "reordered"])
             let metrics = String(decoding: router.metrics.render(), as: UTF8.self)
             #expect(metrics.contains("cacheroute_prefix_volatile_request_share 0.37"), "\(metrics)")
+            // Per-workload hit rates: the templates' cached shares (usage from the emulated fleet) and the tenants'.
+            #expect(metrics.contains("cacheroute_template_cached_token_share{template="))
+            #expect(metrics.contains("cacheroute_tenant_cached_tokens_total{tenant="))
+            #expect(live["templates"]?[0]?["cached_token_share"]?.doubleValue != nil, "\(admin.bodyText)")
             for text in [admin.bodyText, metrics, try await TestSupport.get(router.admin!.port, "/admin/replicas").bodyText, offline.text] {
                 #expect(!text.contains(PlantedWorkload.marker))
             }

@@ -62,25 +62,30 @@ public struct CacheTruth: Sendable {
         if let prompt = reportedPrompt, prompt > 0, estimatedPrompt > 0 {
             scaled = Int((Double(predicted) * Double(prompt) / Double(estimatedPrompt)).rounded())
         }
-        var r = self.replicas[id] ?? Replica()
-        r.predictedTokens += scaled
-        r.reportedTokens += reportedCached
-        r.answers += 1
-        defer { self.replicas[id] = r }
-        // A miss worth noting: at least a quarter of the prompt and 64 tokens expected, under a
-        // quarter of that came back.
         let prompt = reportedPrompt ?? estimatedPrompt
-        guard scaled >= 64, scaled * 4 >= prompt, reportedCached * 4 < scaled else {
-            if scaled > 0, reportedCached * 2 >= scaled { r.run = 0 }
-            return nil
+        // In place: one lookup, no copy of the replica's lists.
+        return Self.modify(&self.replicas, id) { r -> CacheResetReason? in
+            r.predictedTokens += scaled
+            r.reportedTokens += reportedCached
+            r.answers += 1
+            // A miss worth noting: at least a quarter of the prompt and 64 tokens expected, under a
+            // quarter of that came back.
+            guard scaled >= 64, scaled * 4 >= prompt, reportedCached * 4 < scaled else {
+                if scaled > 0, reportedCached * 2 >= scaled { r.run = 0 }
+                return nil
+            }
+            r.recent.append(Misprediction(at: now, predictedTokens: scaled, reportedTokens: reportedCached, promptTokens: prompt))
+            if r.recent.count > Self.recentLimit { r.recent.removeFirst(r.recent.count - Self.recentLimit) }
+            r.run += 1
+            guard r.run >= Self.runLimit else { return nil }
+            r.run = 0
+            r.resets[.mispredictions, default: 0] += 1
+            return .mispredictions
         }
-        r.recent.append(Misprediction(at: now, predictedTokens: scaled, reportedTokens: reportedCached, promptTokens: prompt))
-        if r.recent.count > Self.recentLimit { r.recent.removeFirst(r.recent.count - Self.recentLimit) }
-        r.run += 1
-        guard r.run >= Self.runLimit else { return nil }
-        r.run = 0
-        r.resets[.mispredictions, default: 0] += 1
-        return .mispredictions
+    }
+
+    static func modify<R>(_ replicas: inout [Int: Replica], _ id: Int, _ body: (inout Replica) -> R) -> R {
+        body(&replicas[id, default: Replica()])
     }
 
     /// What a `/metrics` scrape says: the process start time and the prefix-cache query counter.

@@ -49,6 +49,9 @@ public struct PrefixInsight: Sendable {
         var count = 0
         var lastUpdate: Double
         var spans: [Int: Span] = [:]
+        /// Prompt and cached tokens the replicas reported for its requests (decayed with the weight).
+        var promptTokens: Double = 0
+        var cachedTokens: Double = 0
     }
 
     /// What varying bytes look like.
@@ -79,16 +82,21 @@ public struct PrefixInsight: Sendable {
     static func chunks(_ bytes: [UInt8]) -> [Chunk] {
         var out: [Chunk] = []
         out.reserveCapacity(bytes.count / 12 + 1)
-        var start = 0
-        var h: UInt64 = 0
         bytes.withUnsafeBytes { raw in
-            for i in 0..<raw.count {
-                h = (h << 1) &+ Self.gear[Int(raw[i])]
-                let length = i + 1 - start
-                if (length >= 4 && h & 0xF000 == 0) || length >= 64 || i == raw.count - 1 {
-                    let hash = XXH3.hash(UnsafeRawBufferPointer(rebasing: raw[start...i]))
-                    out.append(Chunk(hash: hash, start: Int32(start), length: Int32(length)))
-                    start = i + 1
+            Self.gear.withUnsafeBufferPointer { gear in
+                let n = raw.count
+                var start = 0
+                var h: UInt64 = 0
+                var i = 0
+                while i < n {
+                    h = (h &<< 1) &+ gear[Int(raw[i])]
+                    let length = i + 1 - start
+                    if (length >= 4 && h & 0xF000 == 0) || length >= 64 || i == n - 1 {
+                        let hash = XXH3.hash(UnsafeRawBufferPointer(rebasing: raw[start..<(i + 1)]))
+                        out.append(Chunk(hash: hash, start: Int32(start), length: Int32(length)))
+                        start = i + 1
+                    }
+                    i += 1
                 }
             }
         }
@@ -118,7 +126,9 @@ public struct PrefixInsight: Sendable {
 
     /// One request's instruction bytes, and how it names its session (for the share of traffic
     /// with explicit keys).
-    public mutating func observe(_ bytes: [UInt8], session: String, now: Double) {
+    /// `promptTokens` and `cachedTokens`: what the replica reported for the request's answer (the
+    /// template's hit rate).
+    public mutating func observe(_ bytes: [UInt8], session: String, now: Double, promptTokens: Int? = nil, cachedTokens: Int? = nil) {
         self.observed += 1
         self.sessions[session, default: 0] += 1
         guard bytes.count >= self.settings.minBytes else { return }
@@ -147,8 +157,17 @@ public struct PrefixInsight: Sendable {
             if overlap * 2 >= Self.sketchSize, overlap > (best?.overlap ?? 0) { best = (id, overlap) }
         }
         guard let id = best?.id, var t = self.templates[id] else {
-            self.add(Template(id: XXH3.hash(sketch.withUnsafeBytes { Array($0) }), sketch: sketch, reference: chunks, bytes: bytes.count, lastUpdate: now), now: now)
+            var t = Template(id: XXH3.hash(sketch.withUnsafeBytes { Array($0) }), sketch: sketch, reference: chunks, bytes: bytes.count, lastUpdate: now)
+            if let p = promptTokens {
+                t.promptTokens = Double(p)
+                t.cachedTokens = Double(cachedTokens ?? 0)
+            }
+            self.add(t, now: now)
             return
+        }
+        if let p = promptTokens {
+            t.promptTokens += Double(p)
+            t.cachedTokens += Double(cachedTokens ?? 0)
         }
         t.weight += 1
         t.count += 1
@@ -253,6 +272,8 @@ public struct PrefixInsight: Sendable {
         self.total *= factor
         for (id, var t) in self.templates {
             t.weight *= factor
+            t.promptTokens *= factor
+            t.cachedTokens *= factor
             for (k, var s) in t.spans {
                 s.weight *= factor
                 t.spans[k] = s
@@ -296,6 +317,8 @@ public struct PrefixInsight: Sendable {
         public var requests: Int
         public var instructionBytes: Int
         public var spans: [SpanReport]
+        /// The cached share of its requests' prompt tokens, as the replicas reported (nil: none reported).
+        public var cachedShare: Double?
     }
 
     public struct Report: Sendable, Equatable {
@@ -345,7 +368,8 @@ public struct PrefixInsight: Sendable {
             }
             out.append(
                 TemplateReport(
-                    id: t.id.hex16, requestShare: t.weight / max(self.total, 1e-9), requests: t.count, instructionBytes: t.bytes, spans: spans))
+                    id: t.id.hex16, requestShare: t.weight / max(self.total, 1e-9), requests: t.count, instructionBytes: t.bytes, spans: spans,
+                    cachedShare: t.promptTokens > 0 ? min(1, t.cachedTokens / t.promptTokens) : nil))
         }
         return Report(
             templates: out, requests: self.observed, volatileShare: volatileWeight / max(self.total, 1e-9), shareableBytesLost: lost / max(self.total, 1e-9),
@@ -380,6 +404,7 @@ extension PrefixInsight.Report {
                     .object([
                         "template": .string(t.id), "request_share": r(t.requestShare), "requests": .int(Int64(t.requests)),
                         "instruction_bytes": .int(Int64(t.instructionBytes)),
+                        "cached_token_share": t.cachedShare.map { r($0) } ?? .null,
                         "volatile_spans": .array(
                             t.spans.map { s in
                                 .object([
