@@ -198,18 +198,8 @@ struct ConfigTests {
     }
 }
 
-@Suite struct CacheConfigTests {
-    func parse(_ yaml: String) throws(ConfigErrors) -> RouterConfiguration { try RouterConfiguration.parse(yaml: yaml, file: "t.yaml") }
-
-    func errors(_ yaml: String) -> [String] {
-        do {
-            _ = try self.parse(yaml)
-            return []
-        } catch {
-            return error.errors.map(\.description)
-        }
-    }
-
+/// The `cache` section, with ConfigTests' helpers.
+extension ConfigTests {
     @Test func cacheSectionIsReadAndChecked() throws {
         let c = try self.parse("""
             replicas: [{url: 'http://a:1'}]
