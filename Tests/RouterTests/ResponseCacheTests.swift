@@ -224,7 +224,10 @@ struct ResponseCacheTests {
 
     /// Two routers share one Redis; killing it fails no request; it recovers when Redis returns.
     @Test func redisSharedAndFailingSafely() async throws {
-        guard let server = TestSupport.which("redis-server") else { return }
+        guard let server = TestSupport.which("redis-server") else {
+            print("skipped: redis-server is not installed (scripts/setup --test installs it)")
+            return
+        }
         let port = Int.random(in: 20000..<30000)
         func startRedis() throws -> Process {
             let p = Process()
