@@ -40,6 +40,10 @@ import Testing
         #expect(t.health(replicaID: 1, up: true) == .healthFlap)
         #expect(t.health(replicaID: 1, up: true) == nil)
         #expect(t.replicas[1]?.resets == [.restart: 1, .countersReset: 1, .healthFlap: 1])
+        // Down, seen restarted by its start time, then up: one reset, not two.
+        #expect(t.health(replicaID: 1, up: false) == nil)
+        #expect(t.probed(replicaID: 1, processStart: 300, cacheQueries: 10) == .restart)
+        #expect(t.health(replicaID: 1, up: true) == nil)
     }
 
     @Test func forgettingAReplicaEmptiesItsIndexOnly() {

@@ -104,6 +104,8 @@ public struct CacheTruth: Sendable {
         if let reason {
             r.run = 0
             r.resets[reason, default: 0] += 1
+            // Seen restarted while down: coming back up is not a second reason.
+            r.wasDown = false
         }
         return reason
     }
