@@ -22,7 +22,9 @@ extension ClientConnection {
             let view = x.body.readableBytesView
             body.writeBytes(view[view.startIndex..<(view.startIndex + strip.lowerBound)])
             body.writeBytes(view[(view.startIndex + strip.upperBound)...])
+            let original = x.body
             x.body = body
+            original.scrubReadable()
         }
         switch analysis.decision {
         case .off:

@@ -390,7 +390,9 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
                     return
                 }
                 // The replica sees the tenant's salt last: the key that counts in its JSON parser.
+                let original = x.body
                 x.body = Self.withSalt(x.body, rules.salt!, allocator: self.context?.channel.allocator ?? ByteBufferAllocator())
+                original.scrubReadable()
             }
             if case .success(let k) = keys { x.summary.promptTokensEstimate = k.promptTokens(bytesPerToken: rules.bytesPerToken) }
             if api == .messages { x.usage.anthropic = true }
@@ -969,6 +971,10 @@ final class ClientConnection: ChannelInboundHandler, UpstreamDelegate, DeadlineO
             let (prompt, cached) = (x.usage.promptTokens, x.usage.cachedTokens)
             self.afterFlush { state.observeInstruction(text, session: session, promptTokens: prompt, cachedTokens: cached) }
         }
+        // The request's bytes are done with: zeroed where they lie (the receive buffer or the copy).
+        x.body.scrubReadable()
+        x.body = ByteBuffer()
+        if case .success(let k)? = x.keys { k.leadingText.scrub() }
         // A request whose head never parsed is not reported (there is no request to speak of).
         guard let head = x.head else { return }
         x.head = nil

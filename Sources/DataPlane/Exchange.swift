@@ -98,6 +98,20 @@ final class Exchange {
         if self.body.readableBytes == 0 {
             self.body = ByteBufferAllocator().buffer(capacity: max(self.expectedBodyBytes, piece.readableBytes))
         }
+        let original = piece
         self.body.writeBuffer(&piece)
+        // Copied: the piece's bytes in the receive buffer are zeroed there (nothing reads them again).
+        original.scrubReadable()
+    }
+}
+
+extension ByteBuffer {
+    /// Zeroes the readable bytes in place, shared by every slice of the storage (no copy-on-write):
+    /// for request bytes nothing reads any more, so freed or pooled memory does not keep prompts.
+    func scrubReadable() {
+        self.withUnsafeReadableBytes { raw in
+            guard let base = raw.baseAddress, raw.count > 0 else { return }
+            UnsafeMutableRawPointer(mutating: base).initializeMemory(as: UInt8.self, repeating: 0, count: raw.count)
+        }
     }
 }

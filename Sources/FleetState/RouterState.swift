@@ -94,6 +94,7 @@ public final class RouterState: Sendable {
     public func observeInstruction(_ text: [UInt8], session: String, promptTokens: Int? = nil, cachedTokens: Int? = nil) {
         let now = self.now()
         self.insight.withLockedValue { $0.observe(text, session: session, now: now, promptTokens: promptTokens, cachedTokens: cachedTokens) }
+        text.scrub()
     }
 
     /// What the prefix diagnostics found (`/admin/prefixes`, metrics).

@@ -595,6 +595,12 @@ struct BodyParser {
         )
         keys.clientSalt = self.clientSalt
         keys.namesCacheKey = self.promptCacheKey != nil
+        defer {
+            // The canonical prompt was hashed: it goes, zeroed.
+            self.head.scrub()
+            self.main.scrub()
+            self.tail.scrub()
+        }
         if self.rules.captureInstruction {
             let depth = instructionBytes > 0 ? instructionBytes : (self.api == .completions || self.api == .generate ? min(total, 8192) : 0)
             var text: [UInt8] = []
