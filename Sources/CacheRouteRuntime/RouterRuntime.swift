@@ -51,7 +51,7 @@ public struct RouterRuntime: Sendable {
         let state = RouterState(config: config, logger: logger, eventLoops: loops, access: access)
         var cache: CacheLayer?
         if config.cache.enabled {
-            cache = try CacheLayer(settings: config.cache, group: group, logger: Logger(label: "cacheroute.cache"), clock: CacheLayer.wallClock)
+            cache = try CacheLayer(settings: config.cache, redisPassword: access.redisPassword, group: group, logger: Logger(label: "cacheroute.cache"), clock: CacheLayer.wallClock)
             logger.info(
                 "response cache on",
                 metadata: [

@@ -10,6 +10,12 @@ import ResponseCache
 import RoutingCore
 import XXHash
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// What a lookup found.
 public struct CacheLookup: Sendable {
     public var answer: CachedAnswer?
@@ -49,7 +55,10 @@ public final class CacheLayer: Sendable {
     static let logInterval: TimeAmount = .seconds(10)
     let clock: @Sendable () -> Double
 
-    public init(settings: CacheSettings, group: any EventLoopGroup, logger: Logger, clock: @escaping @Sendable () -> Double) throws {
+    /// - redisPassword: read from `cache.redis.password_file` with the other secrets (`AccessPolicy`).
+    public init(
+        settings: CacheSettings, redisPassword: String? = nil, group: any EventLoopGroup, logger: Logger, clock: @escaping @Sendable () -> Double
+    ) throws {
         self.backend = settings.backend
         self.logger = logger
         self.clock = clock
@@ -62,15 +71,8 @@ public final class CacheLayer: Sendable {
             self.redis = nil
         case .redis:
             self.memory = nil
-            var password: String?
-            if let file = settings.redis.passwordFile {
-                guard let text = try? String(decoding: readFile(file), as: UTF8.self) else {
-                    throw RedisError("cache.redis.password_file: cannot read \(file)")
-                }
-                password = text.trimmingCharacters(in: " \n\r\t")
-            }
             self.redis = RedisClient(
-                host: settings.redis.host, port: settings.redis.port, password: password, timeoutSeconds: settings.redis.timeoutSeconds,
+                host: settings.redis.host, port: settings.redis.port, password: redisPassword, timeoutSeconds: settings.redis.timeoutSeconds,
                 connections: settings.redis.connections, group: group)
         }
         self.redisPrefix = settings.redis.keyPrefix
@@ -393,33 +395,5 @@ public final class CacheLayer: Sendable {
                 next == "0" ? loop.makeSucceededFuture(deleted + n) : self.scanDelete(redis, pattern: pattern, cursor: next, deleted: deleted + n, on: loop)
             }
         }
-    }
-}
-
-func readFile(_ path: String) throws -> [UInt8] {
-    guard let f = fopen(path, "rb") else { throw RedisError("cannot open \(path)") }
-    defer { fclose(f) }
-    var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, f)
-        if n <= 0 { break }
-        out += chunk[0..<n]
-    }
-    return out
-}
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let c = s.first, set.contains(c) { s = s.dropFirst() }
-        while let c = s.last, set.contains(c) { s = s.dropLast() }
-        return String(s)
     }
 }

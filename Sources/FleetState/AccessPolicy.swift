@@ -3,6 +3,7 @@ import Foundation
 import HTTPTransport
 import NIOConcurrencyHelpers
 import NIOHTTP1
+import ResponseCache
 import RouterConfig
 import RoutingCore
 
@@ -28,6 +29,8 @@ public final class AccessPolicy: Sendable {
     let limiter: NIOLockedValueBox<TenantLimiter>?
     /// `cache_salt` values of the configured tenants (when salts are on).
     let salts: [String: [UInt8]]
+    /// The shared response cache's Redis password (`cache.redis.password_file`), if any.
+    public let redisPassword: String?
     /// Whether anything asks who a request's tenant is (keys, limits, salts, named tenants):
     /// otherwise the data plane does not look for it.
     public let usesTenants: Bool
@@ -39,8 +42,9 @@ public final class AccessPolicy: Sendable {
 
     init(
         apiKeys: APIKeys?, forwardClientKey: Bool, adminTokenDigest: [UInt8]?, protectMetrics: Bool, tenants: TenantSettings,
-        upstreamKey: String?, upstreamTLS: ClientTLS?, limiter: TenantLimiter? = nil
+        upstreamKey: String?, upstreamTLS: ClientTLS?, limiter: TenantLimiter? = nil, redisPassword: String? = nil
     ) {
+        self.redisPassword = redisPassword
         self.apiKeys = apiKeys
         self.forwardClientKey = forwardClientKey
         self.adminTokenDigest = adminTokenDigest
@@ -73,6 +77,9 @@ public final class AccessPolicy: Sendable {
             SHA256.hash(try Self.secret(path, what: "auth.admin_token_file").utf8)
         }
         let upstreamKey = try config.upstream.apiKeyFile.map { path throws(AccessLoadError) in try Self.secret(path, what: "upstream.api_key_file") }
+        let redisPassword = try config.cache.redis.passwordFile.map { path throws(AccessLoadError) in
+            try Self.secret(path, what: "cache.redis.password_file")
+        }
         let usesTLS = config.replicas.contains { $0.url.lowercased().hasPrefix("https://") } || config.discovery.contains(where: \.tls)
             || config.upstream.tls != ClientTLSSettings()
         var tls: ClientTLS?
@@ -91,7 +98,7 @@ public final class AccessPolicy: Sendable {
         }
         return AccessPolicy(
             apiKeys: keys, forwardClientKey: config.auth.forwardClientKey, adminTokenDigest: admin, protectMetrics: config.auth.protectMetrics,
-            tenants: config.tenants, upstreamKey: upstreamKey, upstreamTLS: tls, limiter: limiter)
+            tenants: config.tenants, upstreamKey: upstreamKey, upstreamTLS: tls, limiter: limiter, redisPassword: redisPassword)
     }
 
     static func read(_ path: String, what: String) throws(AccessLoadError) -> String {
