@@ -202,27 +202,40 @@ public enum AnswerRefusal: String, Error, Sendable {
 public enum SSEEvents {
     /// The events of a stream, each without its blank-line terminator (`\n\n` or `\r\n\r\n`).
     public static func split(_ body: [UInt8]) -> [ArraySlice<UInt8>] {
-        var events: [ArraySlice<UInt8>] = []
+        Self.bounds(body).compactMap { b in
+            b.content.isEmpty || !body[b.content].contains(where: { $0 != 0x0A && $0 != 0x0D }) ? nil : body[b.content]
+        }
+    }
+
+    /// The events of a stream with their terminators: written one by one, they are the stream.
+    public static func whole(_ body: [UInt8]) -> [ArraySlice<UInt8>] {
+        Self.bounds(body).map { body[$0.whole] }
+    }
+
+    /// Where each event is: its content, and its content with the blank line that ends it (the
+    /// last one may have none). The ranges cover the body without gaps.
+    static func bounds(_ body: [UInt8]) -> [(content: Range<Int>, whole: Range<Int>)] {
+        var out: [(Range<Int>, Range<Int>)] = []
         var start = 0
         var i = 0
         let n = body.count
         while i < n {
+            var terminator = 0
             if body[i] == 0x0A, i + 1 < n, body[i + 1] == 0x0A {
-                events.append(body[start..<i])
-                i += 2
-                start = i
-                continue
+                terminator = 2
+            } else if body[i] == 0x0D, i + 3 < n, body[i + 1] == 0x0A, body[i + 2] == 0x0D, body[i + 3] == 0x0A {
+                terminator = 4
             }
-            if body[i] == 0x0D, i + 3 < n, body[i + 1] == 0x0A, body[i + 2] == 0x0D, body[i + 3] == 0x0A {
-                events.append(body[start..<i])
-                i += 4
+            if terminator > 0 {
+                out.append((start..<i, start..<(i + terminator)))
+                i += terminator
                 start = i
-                continue
+            } else {
+                i += 1
             }
-            i += 1
         }
-        if start < n, body[start..<n].contains(where: { $0 != 0x0A && $0 != 0x0D }) { events.append(body[start..<n]) }
-        return events
+        if start < n { out.append((start..<n, start..<n)) }
+        return out
     }
 
     /// An event's `event:` name and its `data:` (lines joined by `\n`).

@@ -31,20 +31,7 @@ public enum Replay {
 
     /// The events of a stream body, each with its terminator (for paced replay).
     public static func events(_ body: [UInt8]) -> [ArraySlice<UInt8>] {
-        var events: [ArraySlice<UInt8>] = []
-        var start = 0
-        var i = 0
-        while i + 1 < body.count {
-            if body[i] == 0x0A, body[i + 1] == 0x0A {
-                events.append(body[start..<(i + 2)])
-                start = i + 2
-                i += 2
-                continue
-            }
-            i += 1
-        }
-        if start < body.count { events.append(body[start...]) }
-        return events
+        SSEEvents.whole(body)
     }
 
     /// Replaces the quoted id and every `"created":N` / `"created_at":N` with the old value.
